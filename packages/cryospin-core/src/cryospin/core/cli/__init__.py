@@ -1,0 +1,1 @@
+"""The ``cryospin`` command line: one module per command, each docstring is its ``--help``."""

@@ -1,0 +1,89 @@
+"""The in-memory description of a particle stack, shared by image sources and the engine.
+
+Image sources (:class:`cryospin.core.interfaces.ImageSource`, provided by plugins such as
+cryospin-io) build a :class:`ParticleStack`; the engine reads images lazily through
+:class:`ImageReader`, so RAM stays flat in the number of particles N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class ImageReader(Protocol):
+    """Lazy access to a stack's images, in metadata (particle) order.
+
+    ``len(reader)`` is N; ``reader.read(indices)`` returns float32 ``(n, L, L)`` real-space images
+    indexed ``[y, x]`` for the integer particle indices, reading only those images from disk.
+    """
+
+    def __len__(self) -> int: ...
+
+    def read(self, indices: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class CTFParams:
+    """Per-particle CTF parameters, each a float64 array of shape ``(N,)``.
+
+    Units follow RELION: defocus U/V in Å, defocus angle (astigmatism azimuth) in degrees,
+    voltage in kV, spherical aberration Cs in mm, amplitude contrast ``w`` (0-1), phase shift in
+    degrees, B-factor in Å^2. Source: RELION STAR conventions (rlnDefocusU, ...).
+    """
+
+    defocus_u_A: np.ndarray
+    defocus_v_A: np.ndarray
+    defocus_angle_deg: np.ndarray
+    voltage_kV: np.ndarray
+    cs_mm: np.ndarray
+    amplitude_contrast: np.ndarray
+    phase_shift_deg: np.ndarray
+    bfactor_A2: np.ndarray | None = None
+
+    def subset(self, indices: np.ndarray) -> CTFParams:
+        """The parameters of the particles at ``indices``."""
+        return CTFParams(
+            **{
+                k: (None if v is None else np.asarray(v)[indices])
+                for k, v in self.__dict__.items()
+            }
+        )
+
+
+@dataclass
+class ParticleStack:
+    """N particles of box L at one pixel size, with CTFs and optional poses.
+
+    Attributes:
+        path: the metadata (or stack) file it was read from.
+        images: lazy :class:`ImageReader` over the N images.
+        box: image side L in pixels.
+        pixel_size_A: pixel size in Å.
+        ctf: per-particle :class:`CTFParams`.
+        rotations: ``(N, 3, 3)`` float64 RELION A matrices, or ``None`` when no poses are known.
+        shifts_A: ``(N, 2)`` RELION origins ``(rlnOriginXAngst, rlnOriginYAngst)`` in Å, or ``None``.
+        optics_group: ``(N,)`` int optics-group numbers (1 when the file has none).
+        half_set: ``(N,)`` int half-set labels 1/2 (rlnRandomSubset), or ``None``.
+        metadata: the original per-particle rows (a pandas DataFrame), kept for writing back.
+        optics: the original optics table (DataFrame) or ``None``.
+    """
+
+    path: Path
+    images: ImageReader
+    box: int
+    pixel_size_A: float
+    ctf: CTFParams
+    rotations: np.ndarray | None = None
+    shifts_A: np.ndarray | None = None
+    optics_group: np.ndarray | None = None
+    half_set: np.ndarray | None = None
+    metadata: Any = None
+    optics: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.images)

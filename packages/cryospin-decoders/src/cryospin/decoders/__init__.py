@@ -1,0 +1,1 @@
+"""cryospin-decoders package."""

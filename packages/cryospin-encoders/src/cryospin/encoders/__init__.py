@@ -1,0 +1,1 @@
+"""cryospin-encoders package."""
