@@ -7,4 +7,9 @@ from cryospin.core.hookspecs import Register, hookimpl
 
 @hookimpl
 def register_encoders(register: Register) -> None:
-    """Register the built-in encoders (filled in as they land)."""
+    """Register ``multihead`` (cryoSPIN, paper Sec. 4.1) and ``cryoai`` (the cryoAI baseline)."""
+    from cryospin.encoders.cryoai import CryoAIEncoder
+    from cryospin.encoders.multihead import MultiHeadEncoder
+
+    register("multihead", MultiHeadEncoder)
+    register("cryoai", CryoAIEncoder)
