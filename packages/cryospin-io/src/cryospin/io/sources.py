@@ -1,0 +1,114 @@
+"""The built-in image sources (registered in :mod:`cryospin.io.plugin`) and :func:`open_particles`.
+
+Each source reads one family of files, chosen by suffix; :func:`open_particles` looks the suffix
+up in the component registry, so a third-party plugin adds a format by registering an
+:class:`~cryospin.core.interfaces.ImageSource` with its own suffixes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from cryospin.core.errors import InputError
+from cryospin.core.interfaces import ImageSource
+from cryospin.core.particles import CTFParams, ParticleStack
+
+
+class RelionStarSource(ImageSource):
+    """RELION STAR particle files (3.0 to 5); see :mod:`cryospin.io.star`."""
+
+    suffixes: ClassVar[tuple[str, ...]] = (".star",)
+
+    def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
+        """Open a STAR file; options: ``stack`` (single-stack override), ``images``."""
+        from cryospin.io.star import read_star
+
+        return read_star(path, datadir=datadir, **options)
+
+
+class CryosparcSource(ImageSource):
+    """cryoSPARC ``.cs`` particle files; see :mod:`cryospin.io.cryosparc`."""
+
+    suffixes: ClassVar[tuple[str, ...]] = (".cs",)
+
+    def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
+        """Open a ``.cs`` file; options: ``stack`` (single-stack override), ``images``."""
+        from cryospin.io.cryosparc import read_cs
+
+        return read_cs(path, datadir=datadir, **options)
+
+
+class MrcStackSource(ImageSource):
+    """A bare MRC stack: images and pixel size from the header, no CTF (all NaN), no poses."""
+
+    suffixes: ClassVar[tuple[str, ...]] = (".mrcs", ".mrc")
+
+    def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
+        """Open a stack; ``datadir`` and ``stack`` do not apply; ``images=False`` is accepted."""
+        from cryospin.io.mrc import open_stacks
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: file not found")
+        from cryospin.io.mrc import read_stack_header
+
+        n = read_stack_header(path).n
+        reader, headers = open_stacks([path], np.zeros(n, np.int32), np.arange(n), path)
+        pixel = headers[0].pixel_size_A
+        if not pixel > 0:
+            raise InputError(
+                f"{path}: header pixel size is {pixel}; expected a positive size in Å "
+                "(give the particles as a STAR or .cs file that states it)"
+            )
+        nan = np.full(n, np.nan)
+        ctf = CTFParams(*(nan.copy() for _ in range(7)))
+        return ParticleStack(
+            path=path,
+            images=reader,
+            box=reader.box,
+            pixel_size_A=pixel,
+            ctf=ctf,
+            optics_group=np.ones(n, dtype=np.int64),
+            extra={"format": "mrc-stack", "has_ctf": False},
+        )
+
+
+def open_particles(
+    path: str | Path,
+    datadir: str | Path | None = None,
+    *,
+    stack: str | Path | None = None,
+    images: bool = True,
+) -> ParticleStack:
+    """Open particles with the image source registered for ``path``'s suffix.
+
+    Args:
+        path: a ``.star``, ``.cs``, ``.mrcs``/``.mrc`` file (or any suffix a plugin registers).
+        datadir: folder searched for image stacks not found beside the metadata file.
+        stack: stack file replacing the single stack a metadata file names (e.g. the TRPV1
+            STAR names ``./batch_0_restacked.mrc``, shipped as ``trpv1_small_stack.mrcs``).
+        images: ``False`` opens the metadata only.
+
+    Raises:
+        InputError: no source handles the suffix, the file is missing, or it is malformed.
+    """
+    from cryospin.core.registry import get_registry
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    registry = get_registry()
+    suffix = path.suffix.lower()
+    for name in registry.names("image_source"):
+        source = registry.get("image_source", name)
+        if suffix in source.suffixes:
+            options: dict[str, object] = {"images": images}
+            if stack is not None:
+                options["stack"] = Path(stack)
+            return source.read(path, Path(datadir) if datadir else None, **options)
+    sources = [registry.get("image_source", n) for n in registry.names("image_source")]
+    known = sorted({s for source in sources for s in source.suffixes})
+    raise InputError(f"{path}: no image source reads '{suffix}' files; known: {', '.join(known)}")

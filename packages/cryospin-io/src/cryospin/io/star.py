@@ -1,0 +1,427 @@
+"""RELION STAR particle files, versions 3.0 (no optics block) and 3.1, 4, 5 (optics block).
+
+Reading (:func:`read_star`): every optics group is read and joined per particle on
+``rlnOpticsGroup``; a value in the particle block overrides its optics group's. Pixel size comes
+from ``rlnImagePixelSize``, else ``rlnDetectorPixelSize`` (µm) * 1e4 / ``rlnMagnification``
+(RELION 3.0), else the stack header. Poses from ``rlnAngleRot/Tilt/Psi`` (degrees, RELION's
+matrix ``A`` via :func:`cryospin.core.so3.relion_euler_to_rotation`) and ``rlnOriginXAngst/YAngst``
+(Å) or ``rlnOriginX/Y`` (pixels, 3.0). ``rlnRandomSubset`` becomes the half-set labels. Every
+column, known or not, is kept in ``stack.metadata`` for writing back.
+
+Writing (:func:`write_star`): RELION 3.1 with an optics block, every original column kept,
+``rlnAngleRot/Tilt/Psi`` and ``rlnOriginXAngst/YAngst`` replaced by the given poses.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from cryospin.core.errors import InputError
+from cryospin.core.particles import CTFParams, ParticleStack
+from cryospin.io.atomic import atomic_path
+from cryospin.io.common import NoImages, choose_pixel_size, open_referenced_stacks
+from cryospin.io.paths import split_image_names
+from cryospin.io.poses import euler_to_rotations, rotations_to_euler
+
+#: Columns that may live in the optics block (3.1+) or in the particle block (3.0).
+OPTICS_FIELDS = (
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+    "rlnImagePixelSize",
+    "rlnImageSize",
+    "rlnMagnification",
+    "rlnDetectorPixelSize",
+)
+_CTF_REQUIRED = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration")
+#: Used, with a warning, when a file has no rlnAmplitudeContrast (typical cryo-EM value).
+DEFAULT_AMPLITUDE_CONTRAST = 0.1
+
+
+def _as_frame(block: object) -> pd.DataFrame:
+    """Return a STAR block as a DataFrame (a key-value block becomes one row)."""
+    if isinstance(block, pd.DataFrame):
+        return block
+    if isinstance(block, dict):
+        return pd.DataFrame({k: [v] for k, v in block.items()})
+    raise TypeError(type(block))
+
+
+def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Read the particle table and the optics table (or ``None``) of a STAR file.
+
+    The particle table is the ``particles`` block, else the first block with ``rlnImageName`` or
+    ``rlnDefocusU`` (3.0 files name it ``data_``, ``data_images``, ``data_model_class_1``...).
+
+    Raises:
+        InputError: the file cannot be parsed or holds no particle table.
+    """
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed file
+        raise InputError(f"{path}: not a readable STAR file ({exc})") from exc
+    optics = _as_frame(blocks["optics"]) if "optics" in blocks else None
+    particles = None
+    if "particles" in blocks:
+        particles = _as_frame(blocks["particles"])
+    else:
+        for name, block in blocks.items():
+            if name == "optics":
+                continue
+            frame = _as_frame(block)
+            if {"rlnImageName", "rlnDefocusU"} & set(frame.columns):
+                particles = frame
+                break
+    if particles is None:
+        raise InputError(
+            f"{path}: no particle table; expected a data_particles block or a loop with "
+            "rlnImageName and rlnDefocusU"
+        )
+    return particles.reset_index(drop=True), optics
+
+
+def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
+    """Per-particle optics values: the optics-group row of each particle, particle values first.
+
+    Returns a DataFrame with one row per particle and the columns of :data:`OPTICS_FIELDS` that
+    either table has, plus ``rlnOpticsGroup``.
+
+    Raises:
+        InputError: two optics groups share a number, a particle names an unknown group, or the
+            particle block lacks rlnOpticsGroup while there are several groups.
+    """
+    n = len(particles)
+    out = pd.DataFrame(index=particles.index)
+    if optics is None or len(optics) == 0:
+        out["rlnOpticsGroup"] = (
+            particles["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+            if "rlnOpticsGroup" in particles
+            else np.ones(n, dtype=np.int64)
+        )
+    else:
+        if "rlnOpticsGroup" not in optics:
+            raise InputError(f"{path}: data_optics lacks the required column rlnOpticsGroup")
+        groups = optics["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+        values, counts = np.unique(groups, return_counts=True)
+        if (counts > 1).any():
+            raise InputError(
+                f"{path}: data_optics: optics group {values[counts > 1][0]} appears "
+                f"{counts[counts > 1][0]} times; expected each rlnOpticsGroup number once"
+            )
+        if "rlnOpticsGroup" in particles:
+            member = particles["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+        elif len(groups) == 1:
+            member = np.full(n, groups[0], dtype=np.int64)
+        else:
+            raise InputError(
+                f"{path}: data_particles lacks rlnOpticsGroup; expected it with "
+                f"{len(groups)} optics groups"
+            )
+        unknown = ~np.isin(member, groups)
+        if unknown.any():
+            row = int(np.nonzero(unknown)[0][0])
+            raise InputError(
+                f"{path}: row {row + 1}: rlnOpticsGroup {member[row]} is not in data_optics "
+                f"(groups {', '.join(map(str, values))})"
+            )
+        out["rlnOpticsGroup"] = member
+        pos = np.searchsorted(values, member)
+        order = np.argsort(groups)
+        for col in OPTICS_FIELDS:
+            if col in optics:
+                out[col] = optics[col].to_numpy()[order][pos]
+    for col in OPTICS_FIELDS:
+        if col in particles:
+            out[col] = particles[col].to_numpy()
+    return out
+
+
+def _numeric(path: Path, frame: pd.DataFrame, col: str) -> np.ndarray:
+    try:
+        values = pd.to_numeric(frame[col]).to_numpy(dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: column {col} holds non-numeric values ({exc})") from exc
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise InputError(
+            f"{path}: row {row + 1}: {col} is {frame[col].iloc[row]}; expected a number"
+        )
+    return values
+
+
+def _pixel_sizes(path: Path, merged: pd.DataFrame) -> tuple[np.ndarray | None, str]:
+    if "rlnImagePixelSize" in merged:
+        return _numeric(path, merged, "rlnImagePixelSize"), "rlnImagePixelSize"
+    if "rlnDetectorPixelSize" in merged and "rlnMagnification" in merged:
+        det = _numeric(path, merged, "rlnDetectorPixelSize")
+        mag = _numeric(path, merged, "rlnMagnification")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return det * 1e4 / mag, "rlnDetectorPixelSize * 1e4 / rlnMagnification"
+    return None, "rlnImagePixelSize"
+
+
+def read_star(
+    path: str | Path,
+    datadir: str | Path | None = None,
+    stack: str | Path | None = None,
+    images: bool = True,
+) -> ParticleStack:
+    """Open a RELION STAR particle file as a lazy :class:`ParticleStack`.
+
+    Args:
+        path: the ``.star`` file.
+        datadir: where to look for stacks not found beside the STAR file.
+        stack: the stack file to use when the STAR names a single stack under another name.
+        images: ``False`` opens the metadata only (no stack needed; ``read`` then raises).
+
+    Raises:
+        InputError: malformed file, missing columns, bad optics groups, missing stacks, bad
+            pixel sizes, out-of-range indices (the message names the file, row or field).
+    """
+    path = Path(path)
+    particles, optics = read_star_tables(path)
+    n = len(particles)
+    merged = join_optics(path, particles, optics)
+    required = list(_CTF_REQUIRED) + (["rlnImageName"] if images else [])
+    missing = [c for c in required if c not in particles and c not in merged]
+    if missing:
+        where = "data_particles or data_optics" if optics is not None else "the particle table"
+        raise InputError(f"{path}: missing required column(s) {', '.join(missing)} in {where}")
+
+    if "rlnAmplitudeContrast" not in merged and "rlnAmplitudeContrast" not in particles:
+        warnings.warn(
+            f"{path}: no rlnAmplitudeContrast; using {DEFAULT_AMPLITUDE_CONTRAST}", stacklevel=2
+        )
+
+    def col(name: str, default: float | None = None) -> np.ndarray:
+        frame = merged if name in merged else particles
+        if name in frame:
+            return _numeric(path, frame, name)
+        return np.full(n, np.nan if default is None else default)
+
+    dfu = col("rlnDefocusU")
+    ctf = CTFParams(
+        defocus_u_A=dfu,
+        defocus_v_A=col("rlnDefocusV") if "rlnDefocusV" in particles else dfu.copy(),
+        defocus_angle_deg=col("rlnDefocusAngle", 0.0),
+        voltage_kV=col("rlnVoltage"),
+        cs_mm=col("rlnSphericalAberration"),
+        amplitude_contrast=col("rlnAmplitudeContrast", DEFAULT_AMPLITUDE_CONTRAST),
+        phase_shift_deg=col("rlnPhaseShift", 0.0),
+        bfactor_A2=col("rlnCtfBfactor") if "rlnCtfBfactor" in particles else None,
+    )
+    if not (ctf.voltage_kV > 0).all():
+        row = int(np.nonzero(~(ctf.voltage_kV > 0))[0][0])
+        raise InputError(
+            f"{path}: row {row + 1}: rlnVoltage is {ctf.voltage_kV[row]}; expected > 0"
+        )
+
+    per_particle_ps, ps_field = _pixel_sizes(path, merged)
+    headers = []
+    if images:
+        img_idx, img_paths = split_image_names(particles["rlnImageName"].to_numpy(), path)
+        reader, headers = open_referenced_stacks(
+            path,
+            img_paths,
+            img_idx,
+            Path(datadir) if datadir else None,
+            Path(stack) if stack else None,
+        )
+        box = reader.box
+        if "rlnImageSize" in merged:
+            sizes = _numeric(path, merged, "rlnImageSize")
+            if (sizes != box).any():
+                row = int(np.nonzero(sizes != box)[0][0])
+                raise InputError(
+                    f"{path}: row {row + 1}: rlnImageSize {sizes[row]:g} disagrees with the "
+                    f"stack's {box} px images"
+                )
+    else:
+        reader = NoImages(n, path)
+        box = int(_numeric(path, merged, "rlnImageSize")[0]) if "rlnImageSize" in merged else None
+    if per_particle_ps is None and not images:
+        pixel_size = float("nan")
+    else:
+        pixel_size = choose_pixel_size(path, per_particle_ps, headers, ps_field)
+
+    rotations = None
+    shifts = None
+    if {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(particles.columns):
+        rotations = euler_to_rotations(col("rlnAngleRot"), col("rlnAngleTilt"), col("rlnAnglePsi"))
+        shifts = np.zeros((n, 2))
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(particles.columns):
+        shifts = np.stack([col("rlnOriginXAngst"), col("rlnOriginYAngst")], axis=1)
+    elif {"rlnOriginX", "rlnOriginY"} <= set(particles.columns):
+        ps = per_particle_ps if per_particle_ps is not None else pixel_size
+        shifts = np.stack([col("rlnOriginX"), col("rlnOriginY")], axis=1) * np.reshape(ps, (-1, 1))
+    half_set = None
+    if "rlnRandomSubset" in particles:
+        half_set = col("rlnRandomSubset").astype(np.int64)
+
+    return ParticleStack(
+        path=path,
+        images=reader,
+        box=box,
+        pixel_size_A=pixel_size,
+        ctf=ctf,
+        rotations=rotations,
+        shifts_A=shifts,
+        optics_group=merged["rlnOpticsGroup"].to_numpy(dtype=np.int64),
+        half_set=half_set,
+        metadata=particles,
+        optics=optics,
+        extra={"format": "relion-star", "star_version": "3.0" if optics is None else "3.1+"},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+_GROUP_NAME = re.compile(r"^opticsGroup\d+$")
+
+
+def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
+    """Build an optics table for ``stack`` and each particle's group number.
+
+    The original optics table is kept when there is one; otherwise (RELION 3.0 input, new
+    stacks) one group per distinct (voltage, Cs, amplitude contrast).
+    """
+    n = len(stack)
+    if stack.optics is not None and stack.optics_group is not None:
+        optics = stack.optics.copy()
+        if "rlnImagePixelSize" not in optics:
+            optics["rlnImagePixelSize"] = stack.pixel_size_A
+        if "rlnImageSize" not in optics and stack.box:
+            optics["rlnImageSize"] = int(stack.box)
+        if "rlnImageDimensionality" not in optics:
+            optics["rlnImageDimensionality"] = 2
+        return optics, np.asarray(stack.optics_group, dtype=np.int64)
+    key = np.stack(
+        [stack.ctf.voltage_kV, stack.ctf.cs_mm, stack.ctf.amplitude_contrast], axis=1
+    ).astype(np.float64)
+    uniq, group_of = np.unique(key, axis=0, return_inverse=True)
+    group_of = group_of.reshape(-1) + 1
+    optics = pd.DataFrame(
+        {
+            "rlnOpticsGroup": np.arange(1, len(uniq) + 1),
+            "rlnOpticsGroupName": [f"opticsGroup{g}" for g in range(1, len(uniq) + 1)],
+            "rlnVoltage": uniq[:, 0],
+            "rlnSphericalAberration": uniq[:, 1],
+            "rlnAmplitudeContrast": uniq[:, 2],
+            "rlnImagePixelSize": np.full(len(uniq), stack.pixel_size_A),
+            "rlnImageSize": np.full(len(uniq), int(stack.box or 0)),
+            "rlnImageDimensionality": np.full(len(uniq), 2),
+        }
+    )
+    assert len(group_of) == n
+    return optics, group_of
+
+
+def ctf_columns(ctf: CTFParams) -> dict[str, np.ndarray]:
+    """Return the per-particle RELION CTF columns of ``ctf``."""
+    cols = {
+        "rlnDefocusU": ctf.defocus_u_A,
+        "rlnDefocusV": ctf.defocus_v_A,
+        "rlnDefocusAngle": ctf.defocus_angle_deg,
+        "rlnPhaseShift": ctf.phase_shift_deg,
+    }
+    if ctf.bfactor_A2 is not None:
+        cols["rlnCtfBfactor"] = ctf.bfactor_A2
+    return cols
+
+
+def write_star(
+    path: str | Path,
+    stack: ParticleStack,
+    rotations: np.ndarray | None = None,
+    shifts_A: np.ndarray | None = None,
+) -> None:
+    """Write ``stack`` as a RELION 3.1 particle STAR file (optics block), atomically.
+
+    Every original particle column is kept (``rlnImageName`` included). The poses written are
+    ``rotations`` ``(N, 3, 3)`` (RELION ``A``) and ``shifts_A`` ``(N, 2)`` (RELION origins in Å)
+    when given, else the stack's own; they replace ``rlnAngleRot/Tilt/Psi`` and
+    ``rlnOriginXAngst/YAngst`` (pixel origins ``rlnOriginX/Y`` of a 3.0 file are dropped, being
+    superseded). A stack without ``metadata`` (e.g. from :func:`new_particle_stack`) gets
+    ``rlnImageName`` from ``stack.extra["image_names"]``.
+    """
+    n = len(stack)
+    if stack.metadata is not None and isinstance(stack.metadata, pd.DataFrame):
+        particles = stack.metadata.copy()
+    else:
+        particles = pd.DataFrame({"rlnImageName": stack.extra["image_names"]})
+        for name, values in ctf_columns(stack.ctf).items():
+            particles[name] = values
+        if stack.half_set is not None:
+            particles["rlnRandomSubset"] = stack.half_set
+    if len(particles) != n:
+        raise ValueError(f"{path}: metadata has {len(particles)} rows for {n} particles")
+    optics, groups = _optics_table(stack)
+    particles["rlnOpticsGroup"] = groups
+    rotations = stack.rotations if rotations is None else rotations
+    shifts_A = stack.shifts_A if shifts_A is None else shifts_A
+    if rotations is not None:
+        euler = rotations_to_euler(np.asarray(rotations).reshape(n, 3, 3))
+        particles["rlnAngleRot"] = euler[:, 0]
+        particles["rlnAngleTilt"] = euler[:, 1]
+        particles["rlnAnglePsi"] = euler[:, 2]
+        if shifts_A is None:
+            shifts_A = np.zeros((n, 2))
+    if shifts_A is not None:
+        shifts_A = np.asarray(shifts_A, dtype=np.float64).reshape(n, 2)
+        particles = particles.drop(columns=["rlnOriginX", "rlnOriginY"], errors="ignore")
+        particles["rlnOriginXAngst"] = shifts_A[:, 0]
+        particles["rlnOriginYAngst"] = shifts_A[:, 1]
+    with atomic_path(path) as tmp:
+        starfile.write(
+            {"optics": optics, "particles": particles}, tmp, float_format="%.10g", sep=" "
+        )
+        text = tmp.read_text()
+        tmp.write_text("# version 30001\n" + text)
+
+
+def new_particle_stack(
+    image_names: list[str] | np.ndarray,
+    ctf: CTFParams,
+    pixel_size_A: float,
+    box: int,
+    rotations: np.ndarray | None = None,
+    shifts_A: np.ndarray | None = None,
+    half_set: np.ndarray | None = None,
+    path: str | Path = "particles.star",
+) -> ParticleStack:
+    """Metadata of a new stack (simulated, downsampled...), ready for :func:`write_star`.
+
+    ``image_names`` are the ``N@path`` names (1-based), e.g. from :func:`stack_image_names`.
+    The images are not opened (``images`` is a reader that raises); write the stack with
+    :func:`cryospin.io.mrc.write_mrc_stack` or :class:`cryospin.io.mrc.StackWriter`.
+    """
+    names = np.asarray(image_names, dtype=object)
+    n = len(names)
+    return ParticleStack(
+        path=Path(path),
+        images=NoImages(n, Path(path)),
+        box=int(box),
+        pixel_size_A=float(pixel_size_A),
+        ctf=ctf,
+        rotations=rotations,
+        shifts_A=shifts_A,
+        optics_group=None,
+        half_set=None if half_set is None else np.asarray(half_set, dtype=np.int64),
+        metadata=None,
+        optics=None,
+        extra={"format": "relion-star", "image_names": names},
+    )
+
+
+def stack_image_names(stack_path: str, n: int) -> np.ndarray:
+    """``N@stack_path`` names for images 1..n of one stack (6-digit indices, as RELION writes)."""
+    return np.array([f"{i:06d}@{stack_path}" for i in range(1, n + 1)], dtype=object)
