@@ -7,4 +7,9 @@ from cryospin.core.hookspecs import Register, hookimpl
 
 @hookimpl
 def register_decoders(register: Register) -> None:
-    """Register the built-in decoders (filled in as they land)."""
+    """Register ``hartley`` (explicit Hartley voxel grid) and ``mlp`` (implicit FourierNet)."""
+    from cryospin.decoders.hartley import HartleyDecoder
+    from cryospin.decoders.mlp import MLPDecoder
+
+    register("hartley", HartleyDecoder)
+    register("mlp", MLPDecoder)
