@@ -6,8 +6,9 @@ load; others load unless the environment variable ``CRYOSPIN_PLUGINS`` is set, i
 the comma-separated distribution names it lists load (``CRYOSPIN_PLUGINS=""`` loads none).
 
 Errors: :class:`PluginError` for a duplicate component name (naming both distributions), an
-unknown component name (listing the known ones), a plugin module that fails to import, or a
-misspelled hook (pluggy ``check_pending``).
+unknown component name (listing the known ones), a plugin module that fails to import, a
+misspelled hook (pluggy ``check_pending``), or a ``register_*`` function of a plugin module that
+lacks the ``@hookimpl`` marker (pluggy alone would silently ignore it).
 """
 
 from __future__ import annotations
@@ -91,6 +92,19 @@ def _allowed(distribution: str) -> bool:
     return distribution in wanted
 
 
+def _unmarked_hooks(module: Any) -> list[str]:
+    """Functions of ``module`` named ``register_*`` that lack the ``hookimpl`` marker."""
+    marker = f"{hookspecs.PROJECT}_impl"
+    return sorted(
+        attr
+        for attr, value in vars(module).items()
+        if attr.startswith("register_")
+        and callable(value)
+        and getattr(value, "__module__", None) == getattr(module, "__name__", None)
+        and getattr(value, marker, None) is None
+    )
+
+
 def load_plugin_manager() -> pluggy.PluginManager:
     """Build a pluggy manager with every allowed ``cryospin`` entry-point plugin registered.
 
@@ -110,12 +124,19 @@ def load_plugin_manager() -> pluggy.PluginManager:
         except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
             raise PluginError(f"plugin {dist}:{ep.name} ({ep.value}) failed to load: {exc}") from exc
         name = f"{dist}:{ep.name}"
+        unmarked = _unmarked_hooks(module)
+        if unmarked:
+            raise PluginError(
+                f"plugin {name} ({ep.value}) defines {', '.join(unmarked)} without "
+                f"@{hookspecs.PROJECT}.core.hookspecs.hookimpl; pluggy would ignore it"
+            )
         if pm.get_plugin(name) is None:
             pm.register(module, name=name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin defines an unknown hook: {exc}") from exc
+        who = pm.get_name(exc.plugin) or "a plugin"
+        raise PluginError(f"{who} defines an unknown hook: {exc}") from exc
     return pm
 
 
