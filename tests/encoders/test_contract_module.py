@@ -40,7 +40,7 @@ class ToyEncoder(Encoder):
 
 
 class ToyDecoder(Decoder):
-    """A real Gaussian blob's transform: real, even, so Hermitian; parameter = its width."""
+    """An anisotropic Gaussian blob's transform: real and even, so Hermitian; learns its width."""
 
     class Config(ComponentConfig):
         width: float = 2.0
@@ -55,7 +55,8 @@ class ToyDecoder(Decoder):
         ky, kx = torch.meshgrid(k, k, indexing="ij")
         k3 = torch.stack([kx, ky, torch.zeros_like(kx)], -1)  # (L, L, 3)
         q = torch.einsum("...ij,yxi->...yxj", rotations, k3)  # k @ R = R^T k
-        val = self.amp * torch.exp(-(q**2).sum(-1) * self.log_w.exp() ** 2 / self.box**2)
+        aniso = torch.tensor([1.0, 2.0, 3.0], dtype=q.dtype, device=q.device)  # anisotropic
+        val = self.amp * torch.exp(-(q**2 * aniso).sum(-1) * self.log_w.exp() ** 2 / self.box**2)
         return torch.complex(val, torch.zeros_like(val))
 
     def to_map(self) -> torch.Tensor:
@@ -133,3 +134,13 @@ def test_random_rotations_are_rotations() -> None:
     eye = torch.eye(3, dtype=torch.float64).expand(100, 3, 3)
     assert torch.allclose(r @ r.transpose(-1, -2), eye)
     assert torch.allclose(torch.linalg.det(r), torch.ones(100, dtype=torch.float64))
+
+
+def test_candidate_layout_mismatch_detected() -> None:
+    class Scrambled(ToyDecoder):
+        def forward(self, rotations):
+            out = super().forward(rotations)
+            return out.flip(0) if rotations.dim() == 3 else out
+
+    with pytest.raises(AssertionError, match="disagree"):
+        check_decoder(Scrambled, box=16)
