@@ -1,0 +1,160 @@
+"""CTFs for the simulator: evaluation (numpy, independent of the reconstructor) and CTF sources.
+
+CTF formula (RELION / cryoDRGN ``ctf.compute_ctf``; ``shared/CONVENTIONS.md`` item 12)::
+
+    lambda = 12.2639 / sqrt(V + 0.97845e-6 V^2)           (Å, V in volts)
+    df(theta) = 0.5 (dfU + dfV) + 0.5 (dfU - dfV) cos(2 (theta - dfAng))
+    gamma = 2 pi (-0.5 df lambda s^2 + 0.25 Cs lambda^3 s^4) - phase_shift
+    CTF = sqrt(1 - w^2) sin(gamma) - w cos(gamma)
+
+with ``theta`` the azimuth of the frequency ``(kx, ky)`` and ``s = |k|`` in 1/Å. ``CTF(0) = -w < 0``
+and, for underfocus (``df > 0``), ``sin(gamma) < 0`` at low frequency: multiplying a positive
+potential by it makes the protein **dark**, as in raw micrographs (the simulator's contrast).
+
+CTF sources: rows of a real table (cryoDRGN ``ctf.pkl``, RELION STAR, cryoSPARC ``.cs``, or the
+bundled EMPIAR-10028 table ``empiar10028``), used as they are, or uniform ranges.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from cryospin.core.errors import InputError
+from cryospin.core.particles import CTFParams
+
+#: Name of the bundled real CTF table (all 105,247 rows of EMPIAR-10028's cryoDRGN ctf.pkl).
+BUNDLED_CTF = "empiar10028"
+
+
+def wavelength_A(voltage_kV: np.ndarray | float) -> np.ndarray:
+    """Relativistic electron wavelength in Å for an acceleration voltage in kV."""
+    v = np.asarray(voltage_kV, dtype=np.float64) * 1e3
+    return 12.2639 / np.sqrt(v + 0.97845e-6 * v**2)
+
+
+def evaluate_ctf(
+    ky: np.ndarray, kx: np.ndarray, ctf: CTFParams, index: int, bfactor_A2: float | None = None
+) -> np.ndarray:
+    """The CTF of particle ``index`` at frequencies ``(ky, kx)`` (1/Å, broadcastable arrays).
+
+    A B-factor (``bfactor_A2`` or the particle's own ``ctf.bfactor_A2``) multiplies the CTF by
+    ``exp(-B s^2 / 4)``.
+    """
+    dfu = float(ctf.defocus_u_A[index])
+    dfv = float(ctf.defocus_v_A[index])
+    ang = np.deg2rad(float(ctf.defocus_angle_deg[index]))
+    lam = float(wavelength_A(float(ctf.voltage_kV[index])))
+    cs = float(ctf.cs_mm[index]) * 1e7
+    w = float(ctf.amplitude_contrast[index])
+    phase = np.deg2rad(float(ctf.phase_shift_deg[index]))
+    s2 = kx**2 + ky**2
+    theta = np.arctan2(ky, kx)
+    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * np.cos(2.0 * (theta - ang))
+    gamma = 2.0 * np.pi * (-0.5 * df * lam * s2 + 0.25 * cs * lam**3 * s2**2) - phase
+    out = np.sqrt(1.0 - w**2) * np.sin(gamma) - w * np.cos(gamma)
+    b = bfactor_A2
+    if b is None and ctf.bfactor_A2 is not None:
+        b = float(ctf.bfactor_A2[index])
+    if b:
+        out = out * np.exp(-b * s2 / 4.0)
+    return out
+
+
+def _from_array(arr: np.ndarray, source: str) -> CTFParams:
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 9:
+        raise InputError(f"{source}: CTF array has shape {arr.shape}; expected (N, 9)")
+    return CTFParams(
+        defocus_u_A=arr[:, 2].copy(),
+        defocus_v_A=arr[:, 3].copy(),
+        defocus_angle_deg=arr[:, 4].copy(),
+        voltage_kV=arr[:, 5].copy(),
+        cs_mm=arr[:, 6].copy(),
+        amplitude_contrast=arr[:, 7].copy(),
+        phase_shift_deg=arr[:, 8].copy(),
+    )
+
+
+def _shortest_float32(values: np.ndarray) -> np.ndarray:
+    """Values stored as float32 (e.g. cryoDRGN ctf.pkl) as their shortest decimal (0.1, not
+    0.10000000149), so they are written to STAR files as the table means them."""
+    v = np.asarray(values, dtype=np.float64)
+    as32 = v.astype(np.float32)
+    if np.array_equal(as32.astype(np.float64), v):
+        return as32.astype(str).astype(np.float64)
+    return v
+
+
+def _clean(ctf: CTFParams) -> CTFParams:
+    return CTFParams(
+        **{k: (None if v is None else _shortest_float32(v)) for k, v in ctf.__dict__.items()}
+    )
+
+
+def bundled_ctf_table() -> CTFParams:
+    """The bundled real CTF table of EMPIAR-10028 (105,247 rows; see ``data/PROVENANCE.md``)."""
+    ref = resources.files("cryospin.io.simulate") / "data" / "empiar10028_ctf.npz"
+    with resources.as_file(ref) as path, np.load(path) as z:
+        return _from_array(z["ctf"], "bundled empiar10028_ctf.npz")
+
+
+def load_ctf_table(source: str | Path) -> CTFParams:
+    """Read a CTF table: ``"empiar10028"`` (bundled), cryoDRGN ``.pkl``, ``.npz``, ``.star``, ``.cs``.
+
+    Values are taken as they are (defocus, astigmatism, kV, Cs, w, phase shift).
+
+    Raises:
+        InputError: unknown suffix or malformed file.
+    """
+    return _clean(_load_ctf_table(source))
+
+
+def _load_ctf_table(source: str | Path) -> CTFParams:
+    if str(source) == BUNDLED_CTF:
+        return bundled_ctf_table()
+    path = Path(source)
+    suffix = path.suffix.lower()
+    if suffix == ".pkl":
+        from cryospin.io.cryodrgn import read_ctf_pkl
+
+        return read_ctf_pkl(path)[0]
+    if suffix == ".npz":
+        with np.load(path) as z:
+            return _from_array(z["ctf"], str(path))
+    if suffix == ".star":
+        from cryospin.io.star import read_star
+
+        return read_star(path, images=False).ctf
+    if suffix == ".cs":
+        from cryospin.io.cryosparc import read_cs
+
+        return read_cs(path, images=False).ctf
+    raise InputError(f"{path}: unknown CTF table format (use .pkl, .npz, .star or .cs)")
+
+
+def ctf_from_ranges(
+    rng: np.random.Generator,
+    n: int,
+    defocus_A: tuple[float, float],
+    astigmatism_A: tuple[float, float],
+    voltage_kV: float,
+    cs_mm: float,
+    amplitude_contrast: float,
+) -> CTFParams:
+    """Random CTFs: mean defocus uniform in ``defocus_A``, dfU - dfV uniform in ``astigmatism_A``,
+    astigmatism angle uniform in [-90, 90) degrees; fixed voltage, Cs and ``w``."""
+    mean = rng.uniform(*defocus_A, size=n)
+    astig = rng.uniform(*astigmatism_A, size=n)
+    angle = rng.uniform(-90.0, 90.0, size=n)
+    return CTFParams(
+        defocus_u_A=mean + 0.5 * astig,
+        defocus_v_A=mean - 0.5 * astig,
+        defocus_angle_deg=angle,
+        voltage_kV=np.full(n, float(voltage_kV)),
+        cs_mm=np.full(n, float(cs_mm)),
+        amplitude_contrast=np.full(n, float(amplitude_contrast)),
+        phase_shift_deg=np.zeros(n),
+    )
