@@ -1,0 +1,148 @@
+"""The run configuration: one pydantic model, validated once, saved as ``config.yaml``.
+
+Defaults follow the paper (Sec. 5 "Implementation details", Supp. A) except where noted in the
+field's description. Every field can be set in a YAML file (``--config``); CLI flags override it.
+A bad value raises :class:`cryospin.core.errors.ConfigError` with one line naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cryospin.core.errors import ConfigError
+
+
+class AutoSwitch(BaseModel):
+    """The automatic rule for leaving the amortized stage (``switch: auto``).
+
+    After every amortized epoch ``e >= min_epochs`` the engine computes
+
+    * ``head_change``: the share of particles whose winning head differs from epoch ``e - 1``;
+    * ``loss_change``: ``|loss_e - loss_{e-1}| / loss_{e-1}`` (mean winner-takes-all loss).
+
+    It switches to the direct stage when both are at or below their thresholds for ``patience``
+    consecutive epochs, or at the latest after ``max_epochs`` amortized epochs. Rationale (paper
+    Sec. 4.2): once the pose posterior is unimodal, the encoder's winning head stops changing and the
+    loss plateaus; further amortized epochs then only pay the amortization gap.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    head_change_max: float = Field(0.1, ge=0, le=1)
+    loss_change_max: float = Field(0.02, ge=0)
+    patience: int = Field(1, ge=1)
+    min_epochs: int = Field(2, ge=1)
+    max_epochs: int = Field(15, ge=1)
+
+
+class RunConfig(BaseModel):
+    """Everything ``cryospin run`` needs; unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    particles: str | None = Field(None, description="particle file (.star, .cs, ...); by suffix")
+    datadir: str | None = Field(None, description="folder that image paths are relative to")
+    encoder: str = "multihead"
+    decoder: str = "hartley"
+    encoder_config: dict[str, Any] = Field(default_factory=dict)
+    decoder_config: dict[str, Any] = Field(default_factory=dict)
+
+    box: int | None = Field(None, ge=8, description="working box: Fourier-crop images to it")
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    shifts: bool = Field(False, description="estimate in-plane translations")
+    max_shift_A: float | None = Field(None, gt=0, description="clamp |shift| (default L/4 px)")
+    half_sets: bool = False
+    gt_map: str | None = None
+
+    stage_schedule: Literal["semi-amortized", "amortized", "direct"] = Field(
+        "semi-amortized", description="semi-amortized: amortized then direct; or one stage only"
+    )
+    switch: Literal["epoch", "auto"] = "epoch"
+    switch_epoch: int = Field(7, ge=0, description="epochs of the amortized stage (switch: epoch)")
+    auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
+    pose_steps: int = Field(5, ge=1, description="direct stage: pose steps per batch")
+    volume_steps: int = Field(1, ge=1, description="direct stage: volume steps per batch")
+
+    lr_encoder: float = Field(1e-4, gt=0)
+    lr_decoder: float = Field(0.05, gt=0)
+    lr_decoder_direct: float = Field(0.02, gt=0)
+    lr_pose: float = Field(0.05, gt=0, description="rad per Adam step scale")
+    lr_shift: float = Field(0.1, gt=0, description="pixels per Adam step scale")
+    pose_betas: tuple[float, float] = (0.9, 0.999)
+
+    loss: Literal["gaussian", "l1"] = "gaussian"
+    mask_radius: float = Field(1.0, gt=0, le=1.5, description="fraction of Nyquist")
+    mask_radius_start: float | None = Field(None, gt=0, le=1.5)
+    mask_grow_epochs: int = Field(0, ge=0)
+    invert_contrast: bool = Field(False, description="multiply images by -1 (protein dark data)")
+
+    num_threads: int = Field(2, ge=1)
+    device: str = "cpu"
+    deterministic: bool = True
+    max_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after k steps")
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations vs truth")
+    progress: bool = True
+    cache_images: bool = Field(True, description="keep the preprocessed stack in memory")
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.mask_radius_start is not None and self.mask_grow_epochs == 0:
+            raise ValueError("mask_radius_start needs mask_grow_epochs > 0")
+        b1, b2 = self.pose_betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError("pose_betas must lie in [0, 1)")
+        return self
+
+    def mask_radius_at(self, epoch: int) -> float:
+        """Frequency-mask radius (fraction of Nyquist) used during ``epoch`` (0-based)."""
+        if self.mask_radius_start is None or self.mask_grow_epochs == 0:
+            return self.mask_radius
+        t = min(1.0, epoch / self.mask_grow_epochs)
+        return self.mask_radius_start + t * (self.mask_radius - self.mask_radius_start)
+
+
+def _format_error(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ())) or "config"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"invalid config field '{prefix}{loc}': {err.get('msg', 'invalid')}{shown}"
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig`; a bad value raises a one-line :class:`ConfigError`."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc)) from None
+
+
+def validate_component_config(cls: type, data: dict[str, Any], field: str) -> Any:
+    """Validate ``data`` with the component's own ``Config``; errors name ``field.sub``."""
+    try:
+        return cls.Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, prefix=f"{field}.")) from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a malformed file raises :class:`ConfigError` naming it."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of fields")
+    return data
+
+
+def save_yaml(cfg: RunConfig, path: Path) -> None:
+    """Write the resolved configuration (every field) as YAML."""
+    data = cfg.model_dump(mode="json")
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,58 @@
+"""Forward model and objective (paper Eq. 2, 3 and 6).
+
+``pred = S_t (CTF * decoder(R))``: the decoder's centred Fourier slice for rotation ``R``,
+multiplied by the particle's CTF, translated by ``t`` (pixels, a phase ramp). It is compared with the
+centred transform of the preprocessed image inside a circular frequency mask.
+
+Losses per candidate, shape ``(B, M)``:
+
+* ``gaussian``: ``mean_mask |pred - obs|^2`` - the Gaussian negative log-likelihood of Eq. 3 with a
+  constant noise variance, up to an additive constant and a positive scale (which Adam ignores);
+* ``l1``: ``mean_mask (|Re d| + |Im d|)``, the masked L1 of the complex difference used by the
+  paper's code (CONVENTIONS, last section).
+
+Winner-takes-all (Eq. 6): each image's loss is the minimum over its candidates; the batch loss is
+the mean of these minima, and the argmin is the winning head.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cryospin.core.engine import ops
+
+
+def frequency_mask(box: int, radius_frac: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Boolean ``(L, L)`` disc of radius ``radius_frac * L / 2`` Fourier pixels about DC."""
+    return (ops.radius_grid(box) <= radius_frac * box / 2).to(device)
+
+
+def render(decoder: torch.nn.Module, rotations: torch.Tensor, ctf: torch.Tensor,
+           shifts_px: torch.Tensor | None = None) -> torch.Tensor:
+    """Predicted image transforms ``(B, M, L, L)`` for rotations ``(B, M, 3, 3)``.
+
+    ``ctf`` is ``(B, L, L)``; ``shifts_px`` ``(B, M, 2)`` or ``(B, 1, 2)`` or ``None``.
+    """
+    b, m = rotations.shape[:2]
+    slices = decoder(rotations.reshape(b * m, 3, 3)).reshape(b, m, *ctf.shape[-2:])
+    pred = slices * ctf[:, None].to(slices.real.dtype)
+    if shifts_px is not None:
+        pred = pred * ops.phase_ramp(shifts_px.to(slices.real.dtype), ctf.shape[-1])
+    return pred
+
+
+def candidate_loss(pred: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor,
+                   kind: str = "gaussian") -> torch.Tensor:
+    """Loss per candidate ``(B, M)`` between ``pred (B, M, L, L)`` and ``obs (B, L, L)``."""
+    diff = (pred - obs[:, None])[..., mask]
+    if kind == "l1":
+        per = diff.real.abs() + diff.imag.abs()
+    else:
+        per = diff.real.square() + diff.imag.square()
+    return per.mean(-1)
+
+
+def winner_takes_all(losses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean over the batch of the per-image minimum, winning index per image)``."""
+    best, idx = losses.min(dim=1)
+    return best.mean(), idx

@@ -1,0 +1,65 @@
+"""Evaluation glue: calls :mod:`cryospin.core.evaluation` (rotation error after global alignment and
+hand, map alignment, FSC) for per-epoch metrics and the final report.
+
+FSC curves come from :func:`cryospin.core.fsc.fsc` (unmasked).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def fsc_curve(a: Any, b: Any, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(spatial frequency in 1/Å, FSC)`` for shells 0 .. L//2 of two ``(L, L, L)`` maps."""
+    from cryospin.core.fsc import fsc, shell_frequencies
+
+    ta = torch.as_tensor(np.asarray(a, dtype=np.float64))
+    tb = torch.as_tensor(np.asarray(b, dtype=np.float64))
+    curve = fsc(ta, tb).numpy()
+    return shell_frequencies(ta.shape[-1], pixel_size_A).numpy(), curve
+
+
+def resolution_at(freq: np.ndarray, curve: np.ndarray, threshold: float) -> float:
+    """Resolution in Å where the FSC first falls below ``threshold`` (:mod:`cryospin.core.fsc`)."""
+    from cryospin.core.fsc import resolution_at_threshold
+
+    box = 2 * (len(curve) - 1)
+    apix = 1.0 / (box * freq[1]) if len(freq) > 1 and freq[1] > 0 else 1.0
+    return resolution_at_threshold(torch.as_tensor(curve), box, apix, threshold)
+
+
+def align_to_truth(volume: Any, truth: Any, pixel_size_A: float, quick: bool = False) -> tuple[
+        np.ndarray, Any]:
+    """Align ``volume`` onto ``truth`` (global rotation and hand): ``(aligned map, info)``."""
+    from cryospin.core.evaluation.align_maps import align_maps
+
+    kw: dict[str, Any] = {"top_k": 3} if quick else {}
+    return align_maps(np.asarray(truth), np.asarray(volume), pixel_size_A, **kw)
+
+
+def pose_errors(estimated: np.ndarray, true: np.ndarray) -> Any:
+    """:func:`cryospin.core.evaluation.pose_error.rotation_error` result."""
+    from cryospin.core.evaluation.pose_error import rotation_error
+
+    return rotation_error(estimated, true)
+
+
+def epoch_metrics(trainer: Any, idx: np.ndarray) -> dict[str, Any]:
+    """Per-epoch metrics against the truth held by ``trainer.truth`` (empty when none)."""
+    out: dict[str, Any] = {}
+    truth = trainer.truth
+    if truth.rotations is not None:
+        res = pose_errors(trainer.rot[idx].numpy().astype(np.float64), truth.rotations[idx])
+        out["rotation_error_median_deg"] = res.median_deg
+        out["rotation_error_mean_deg"] = res.mean_deg
+    if truth.volume is not None:
+        with torch.no_grad():
+            vol = trainer.decoder.to_map().detach().float().cpu().numpy()
+        apix = trainer.data.pixel_size_A
+        aligned, _ = align_to_truth(vol, truth.volume, apix, quick=True)
+        freq, curve = fsc_curve(aligned, truth.volume, apix)
+        out["resolution_vs_truth_A"] = resolution_at(freq, curve, 0.5)
+    return out

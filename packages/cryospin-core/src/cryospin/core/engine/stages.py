@@ -1,0 +1,223 @@
+"""The two pose stages, registered as ``pose_stage`` plugins: ``amortized`` and ``direct``.
+
+A stage provides (the protocol the trainer uses):
+
+* ``setup(ctx)`` - called when the stage starts (or resumes): builds what it needs;
+* ``train_step(ctx, batch) -> StepResult`` - one optimisation step on a batch;
+* ``state_dict()`` / ``load_state_dict(state)`` - its own state for checkpoints (the shared
+  models, optimisers and pose table are checkpointed by the trainer).
+
+``amortized`` (paper Sec. 4.1): the encoder proposes ``M`` candidates per image; each is rendered
+(slice, CTF, shift) and the loss is the per-image minimum (winner-takes-all, Eq. 6). Encoder and
+decoder take one Adam step per batch. With ``--shifts`` the encoder's shifts are used when it
+predicts them; otherwise each particle's shift row of the pose table is optimised jointly (the same
+shift for every candidate).
+
+``direct`` (paper Sec. 4.2, Supp. A): each particle's pose is a row of the
+:class:`~cryospin.core.engine.pose_table.PoseTable`. Per batch: ``pose_steps`` row-sparse Adam
+steps on the batch's rows (volume fixed), then ``volume_steps`` Adam steps on the decoder (poses
+fixed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cryospin.core.engine.data import Batch, ParticleData
+from cryospin.core.engine.forward import candidate_loss, render, winner_takes_all
+from cryospin.core.engine.pose_table import PoseTable
+from cryospin.core.interfaces import ComponentConfig, PoseStage
+
+
+@dataclass
+class EngineContext:
+    """What stages share: configuration, models, optimisers, pose table, mask."""
+
+    cfg: Any
+    decoder: torch.nn.Module
+    encoder: torch.nn.Module | None
+    table: PoseTable
+    box: int
+    pixel_size_A: float
+    device: torch.device
+    mask: torch.Tensor
+    dec_opt: torch.optim.Optimizer
+    enc_opt: torch.optim.Optimizer | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_shift_px(self) -> float:
+        """Largest allowed |shift| component in pixels."""
+        if self.cfg.max_shift_A is not None:
+            return float(self.cfg.max_shift_A) / self.pixel_size_A
+        return self.box / 4
+
+
+@dataclass
+class StepResult:
+    """Outcome of a step: loss, winning head per image, final rotations and shifts (pixels)."""
+
+    loss: float
+    rotations: torch.Tensor  # (B, 3, 3) cpu
+    winners: np.ndarray | None = None
+    shifts_px: torch.Tensor | None = None  # (B, 2) cpu
+
+
+class _NoConfig(ComponentConfig):
+    """Stages take their settings from the run configuration."""
+
+
+def _clamp_rows(table: PoseTable, rows: torch.Tensor, limit: float) -> None:
+    table.shift[rows] = table.shift[rows].clamp(-limit, limit)
+
+
+class AmortizedStage(PoseStage):
+    """Encoder + winner-takes-all over its candidates (auto-encoding)."""
+
+    Config = _NoConfig
+    name = "amortized"
+
+    def setup(self, ctx: EngineContext) -> None:
+        """Nothing to build: the trainer owns the encoder optimiser."""
+        if ctx.encoder is None or ctx.enc_opt is None:
+            raise RuntimeError("the amortized stage needs an encoder")
+
+    def candidates(self, ctx: EngineContext, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Candidate rotations ``(B, M, 3, 3)`` and shifts in pixels ``(B, M|1, 2)`` or ``None``."""
+        out = ctx.encoder(batch.images)
+        shifts = None
+        if ctx.cfg.shifts:
+            if out.shifts_A is not None:
+                shifts = out.shifts_A / ctx.pixel_size_A
+            else:
+                rows = torch.as_tensor(batch.indices)
+                shifts = ctx.table.shift[rows].to(ctx.device)[:, None]
+        return out.rotations, shifts
+
+    def losses(self, ctx: EngineContext, batch: Batch, rots: torch.Tensor,
+               shifts: torch.Tensor | None) -> torch.Tensor:
+        """Per-candidate losses ``(B, M)``."""
+        pred = render(ctx.decoder, rots, batch.ctf, shifts)
+        return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)
+
+    def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
+        """One Adam step of encoder and decoder (and table shifts) on the WTA loss."""
+        ctx.encoder.train()
+        out = ctx.encoder(batch.images)
+        rows = torch.as_tensor(batch.indices)
+        table_shift = None
+        shifts = None
+        if ctx.cfg.shifts:
+            if out.shifts_A is not None:
+                shifts = out.shifts_A / ctx.pixel_size_A
+            else:
+                table_shift = ctx.table.shift[rows].clone().to(ctx.device).requires_grad_(True)
+                shifts = table_shift[:, None]
+        per = self.losses(ctx, batch, out.rotations, shifts)
+        loss, win = winner_takes_all(per)
+        ctx.enc_opt.zero_grad(set_to_none=True)
+        ctx.dec_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        ctx.enc_opt.step()
+        ctx.dec_opt.step()
+        ar = torch.arange(len(win))
+        best_shift = None
+        if table_shift is not None:
+            ctx.table.opt_shift.step(rows, table_shift.grad.detach().cpu() * len(rows))
+            _clamp_rows(ctx.table, rows, ctx.max_shift_px)
+            best_shift = ctx.table.shift[rows].clone()
+        elif shifts is not None:
+            best_shift = shifts[ar, win].detach().cpu()
+        rot = out.rotations[ar, win].detach().cpu()
+        return StepResult(float(loss), rot, win.cpu().numpy(), best_shift)
+
+    @torch.no_grad()
+    def best_candidates(self, ctx: EngineContext, data: ParticleData, batch_size: int,
+                        progress: Any = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None,
+                                                       np.ndarray]:
+        """One pass over ``data`` with the frozen encoder: each particle's best candidate.
+
+        Returns ``(global indices, rotations (n, 3, 3), shifts_px (n, 2) or None, winners (n,))``.
+        """
+        ctx.encoder.eval()
+        idx_all, rots, shifts, wins = [], [], [], []
+        for start in range(0, len(data), batch_size):
+            gidx = data.indices[start: start + batch_size]
+            batch = data.batch(gidx, ctx.device)
+            r, s = self.candidates(ctx, batch)
+            per = self.losses(ctx, batch, r, s)
+            win = per.argmin(1)
+            ar = torch.arange(len(win))
+            idx_all.append(gidx)
+            rots.append(r[ar, win].cpu())
+            wins.append(win.cpu().numpy())
+            if s is not None:
+                shifts.append((s[ar, win] if s.shape[1] > 1 else s[:, 0]).cpu())
+            if progress is not None:
+                progress(len(gidx))
+        ctx.encoder.train()
+        return (np.concatenate(idx_all), torch.cat(rots), torch.cat(shifts) if shifts else None,
+                np.concatenate(wins))
+
+    def state_dict(self) -> dict[str, Any]:
+        """No own state."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """No own state."""
+
+
+class DirectStage(PoseStage):
+    """Per-particle pose table optimised by row-sparse Adam, alternating with the volume."""
+
+    Config = _NoConfig
+    name = "direct"
+
+    def setup(self, ctx: EngineContext) -> None:
+        """Lower the decoder learning rate to ``lr_decoder_direct`` (paper: 0.05 -> 0.02)."""
+        for group in ctx.dec_opt.param_groups:
+            group["lr"] = ctx.cfg.lr_decoder_direct
+
+    def _pred(self, ctx: EngineContext, batch: Batch, rows: torch.Tensor, omega: torch.Tensor,
+              shift: torch.Tensor | None) -> torch.Tensor:
+        rot = ctx.table.rotations(rows, omega)
+        pred = render(ctx.decoder, rot[:, None], batch.ctf, None if shift is None else shift[:, None])
+        return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)[:, 0]
+
+    def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
+        """``pose_steps`` pose updates of the batch's rows, then ``volume_steps`` volume updates."""
+        rows = torch.as_tensor(batch.indices)
+        table = ctx.table
+        use_shift = bool(ctx.cfg.shifts)
+        for _ in range(ctx.cfg.pose_steps):
+            omega = table.omega[rows].clone().to(ctx.device).requires_grad_(True)
+            shift = table.shift[rows].clone().to(ctx.device).requires_grad_(True) if use_shift else None
+            per = self._pred(ctx, batch, rows, omega, shift)
+            wrt = [omega] + ([shift] if shift is not None else [])
+            grads = torch.autograd.grad(per.sum(), wrt)
+            table.opt_rot.step(rows, grads[0].cpu())
+            if shift is not None:
+                table.opt_shift.step(rows, grads[1].cpu())
+                _clamp_rows(table, rows, ctx.max_shift_px)
+        loss = torch.zeros(())
+        for _ in range(ctx.cfg.volume_steps):
+            omega = table.omega[rows].to(ctx.device)
+            shift = table.shift[rows].to(ctx.device) if use_shift else None
+            loss = self._pred(ctx, batch, rows, omega, shift).mean()
+            ctx.dec_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ctx.dec_opt.step()
+        with torch.no_grad():
+            rot = table.rotations(rows).cpu()
+        return StepResult(float(loss), rot, None, table.shift[rows].clone() if use_shift else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """No own state (the table is checkpointed by the trainer)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """No own state."""

@@ -1,0 +1,372 @@
+"""The training loop: stages, switch rule, per-epoch metrics, checkpoints, resume, progress bar.
+
+One :class:`Trainer` reconstructs one set of particles (the whole stack, or one half-set). Its whole
+state - models, optimisers, pose table, epoch and batch position, per-epoch accumulators, RNG state
+- goes into ``<ckpt_dir>/last.pt`` at the end of every epoch, on SIGINT/SIGTERM and at
+``max_steps``; :meth:`Trainer.fit` with ``resume=True`` continues from it, mid-epoch included, in
+either stage. Batches come in an order fixed by ``(seed, epoch)`` and every update is
+deterministic on CPU, so a killed-then-resumed run ends with the same map as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cryospin.core.engine import checkpoint as ckpt
+from cryospin.core.engine.config import RunConfig, validate_component_config
+from cryospin.core.engine.data import ParticleData
+from cryospin.core.engine.forward import frequency_mask
+from cryospin.core.engine.ops import geodesic_distance_deg
+from cryospin.core.engine.pose_table import PoseTable
+from cryospin.core.engine.stages import EngineContext
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class Truth:
+    """Ground truth for evaluation: a map ``(L, L, L)`` and/or rotations ``(N, 3, 3)`` (global)."""
+
+    volume: torch.Tensor | None = None
+    rotations: np.ndarray | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a finished trainer hands back."""
+
+    volume: torch.Tensor  # (L, L, L) real space
+    indices: np.ndarray  # global particle indices
+    rotations: np.ndarray  # (n, 3, 3)
+    shifts_px: np.ndarray | None  # (n, 2) content translation in pixels
+    winners: np.ndarray | None  # (n,) winning head at the last amortized pass, -1 if none
+    stage_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    n_heads: int = 1
+    switch_epoch: int | None = None
+
+
+def _evaluator() -> Any:
+    """The evaluation module, or ``None`` while it is not installed."""
+    try:
+        from cryospin.core.engine import report
+
+        return report
+    except ImportError:  # pragma: no cover
+        return None
+
+
+class Trainer:
+    """Reconstruct the particles of ``data`` with the stages of ``cfg``."""
+
+    def __init__(self, cfg: RunConfig, data: ParticleData, ckpt_dir: Path, metrics_path: Path,
+                 truth: Truth | None = None, tag: dict[str, Any] | None = None,
+                 console: Any = None) -> None:
+        from cryospin.core.registry import get_registry
+
+        self.cfg = cfg
+        self.data = data
+        self.ckpt_path = Path(ckpt_dir) / ckpt.CHECKPOINT_NAME
+        self.metrics_path = Path(metrics_path)
+        self.truth = truth or Truth()
+        self.tag = tag or {}
+        self.console = console
+        self.registry = get_registry()
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        )
+        self.n_total = len(data.stack)
+        self._build()
+
+    # ------------------------------------------------------------------ construction
+    def _build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        dec_cls = self.registry.get("decoder", cfg.decoder)
+        dec_conf = validate_component_config(dec_cls, cfg.decoder_config, "decoder_config")
+        self.decoder = dec_cls(dec_conf, self.data.box, self.data.pixel_size_A).to(self.device)
+        self.encoder = None
+        self.enc_opt = None
+        if cfg.stage_schedule != "direct":
+            enc_cls = self.registry.get("encoder", cfg.encoder)
+            enc_conf = validate_component_config(enc_cls, cfg.encoder_config, "encoder_config")
+            self.encoder = enc_cls(enc_conf, self.data.box, self.data.pixel_size_A).to(self.device)
+            self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
+        self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
+        self.table = PoseTable(self.n_total, cfg.lr_pose, cfg.lr_shift, tuple(cfg.pose_betas))
+        self.ctx = EngineContext(cfg, self.decoder, self.encoder, self.table, self.data.box,
+                                 self.data.pixel_size_A, self.device,
+                                 frequency_mask(self.data.box, cfg.mask_radius, self.device),
+                                 self.dec_opt, self.enc_opt)
+        self.stages = {name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")}
+        self.n_heads = int(self.encoder.n_candidates) if self.encoder is not None else 1
+        # loop state
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.global_step = 0
+        self.stage_name = "direct" if cfg.stage_schedule == "direct" else "amortized"
+        if cfg.stage_schedule == "semi-amortized" and cfg.switch == "epoch" and cfg.switch_epoch == 0:
+            self.stage_name = "direct"
+        self.table_ready = False
+        self.switch_epoch: int | None = None
+        self.patience = 0
+        self.prev_loss: float | None = None
+        n = self.n_total
+        self.rot = torch.eye(3).repeat(n, 1, 1)
+        self.prev_rot: torch.Tensor | None = None
+        self.winners = np.full(n, -1, dtype=np.int64)
+        self.prev_winners = np.full(n, -1, dtype=np.int64)
+        self.shift = torch.zeros(n, 2)
+        self.acc = {"loss": 0.0, "n": 0, "time": 0.0}
+        self.stage_stats: dict[str, dict[str, float]] = {}
+        self.done = False
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The complete resumable state."""
+        return {
+            "version": CHECKPOINT_VERSION,
+            "config": self.cfg.model_dump(mode="json"),
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step, "stage": self.stage_name,
+            "table_ready": self.table_ready, "switch_epoch": self.switch_epoch,
+            "patience": self.patience, "prev_loss": self.prev_loss,
+            "decoder": self.decoder.state_dict(), "dec_opt": self.dec_opt.state_dict(),
+            "encoder": None if self.encoder is None else self.encoder.state_dict(),
+            "enc_opt": None if self.enc_opt is None else self.enc_opt.state_dict(),
+            "table": self.table.state_dict(),
+            "rot": self.rot.clone(), "prev_rot": self.prev_rot,
+            "winners": self.winners.copy(), "prev_winners": self.prev_winners.copy(),
+            "shift": self.shift.clone(), "acc": dict(self.acc),
+            "stage_stats": json.loads(json.dumps(self.stage_stats)),
+            "torch_rng": torch.get_rng_state(), "done": self.done,
+        }
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.epoch, self.step_in_epoch = s["epoch"], s["step_in_epoch"]
+        self.global_step, self.stage_name = s["global_step"], s["stage"]
+        self.table_ready, self.switch_epoch = s["table_ready"], s["switch_epoch"]
+        self.patience, self.prev_loss = s["patience"], s["prev_loss"]
+        self.decoder.load_state_dict(s["decoder"])
+        self.dec_opt.load_state_dict(s["dec_opt"])
+        if self.encoder is not None and s["encoder"] is not None:
+            self.encoder.load_state_dict(s["encoder"])
+            self.enc_opt.load_state_dict(s["enc_opt"])
+        self.table.load_state_dict(s["table"])
+        self.rot, self.prev_rot = s["rot"], s["prev_rot"]
+        self.winners, self.prev_winners = s["winners"], s["prev_winners"]
+        self.shift, self.acc = s["shift"], s["acc"]
+        self.stage_stats = s["stage_stats"]
+        torch.set_rng_state(s["torch_rng"])
+        self.done = s["done"]
+        if self.stage_name == "direct" and self.table_ready:
+            self.stages["direct"].setup(self.ctx)
+            # the optimiser state restored above already carries the lowered learning rate
+
+    def save(self) -> None:
+        """Checkpoint now (atomically)."""
+        ckpt.save_atomic(self.state_dict(), self.ckpt_path)
+
+    # ------------------------------------------------------------------ metrics
+    def _write_metrics(self, record: dict[str, Any]) -> None:
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps({**self.tag, **record}) + "\n")
+
+    def _trim_metrics(self) -> None:
+        """Drop records of epochs at or after the current one (for this trainer's tag)."""
+        if not self.metrics_path.exists():
+            return
+        keep = []
+        for line in self.metrics_path.read_text().splitlines():
+            rec = json.loads(line)
+            mine = all(rec.get(k) == v for k, v in self.tag.items())
+            if not mine or rec.get("epoch", -1) < self.epoch:
+                keep.append(line)
+        self.metrics_path.write_text("".join(k + "\n" for k in keep))
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """This trainer's records from ``metrics.jsonl``."""
+        if not self.metrics_path.exists():
+            return []
+        recs = [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x.strip()]
+        return [r for r in recs if all(r.get(k) == v for k, v in self.tag.items())]
+
+    # ------------------------------------------------------------------ stage switching
+    def _switch_pass(self, progress: Callable[[int], None] | None = None) -> None:
+        """Initialise the pose table: best encoder candidate per particle (or random poses)."""
+        rows = torch.as_tensor(self.data.indices)
+        if self.encoder is not None:
+            idx, rots, shifts, wins = self.stages["amortized"].best_candidates(
+                self.ctx, self.data, self.cfg.batch_size, progress)
+            rows = torch.as_tensor(idx)
+            self.table.set_base(rows, rots)
+            if shifts is not None:
+                self.table.shift[rows] = shifts.to(self.table.shift.dtype)
+            self.winners[idx] = wins
+        else:
+            from cryospin.core.so3 import random_rotations
+
+            gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+            self.table.set_base(rows, random_rotations(len(rows), generator=gen))
+        self.rot[rows] = self.table.rotations(rows).detach()
+        self.table_ready = True
+        self.stages["direct"].setup(self.ctx)
+
+    def _decide_switch(self, epoch: int, loss: float, head_change: float | None) -> bool:
+        cfg = self.cfg
+        if cfg.stage_schedule != "semi-amortized" or self.stage_name != "amortized":
+            return False
+        done = epoch + 1
+        if cfg.switch == "epoch":
+            return done >= cfg.switch_epoch
+        rule = cfg.auto_switch
+        loss_change = None if self.prev_loss in (None, 0) else abs(loss - self.prev_loss) / abs(self.prev_loss)
+        ok = (done >= rule.min_epochs and head_change is not None and loss_change is not None
+              and head_change <= rule.head_change_max and loss_change <= rule.loss_change_max)
+        self.patience = self.patience + 1 if ok else 0
+        return self.patience >= rule.patience or done >= rule.max_epochs
+
+    # ------------------------------------------------------------------ loop
+    def _end_epoch(self, epoch: int, n_batches: int) -> dict[str, Any]:
+        cfg = self.cfg
+        idx = self.data.indices
+        loss = self.acc["loss"] / max(self.acc["n"], 1)
+        rec: dict[str, Any] = {
+            "epoch": epoch, "stage": self.stage_name, "loss": loss,
+            "wall_time_s": self.acc["time"],
+            "images_per_s": self.acc["n"] / self.acc["time"] if self.acc["time"] > 0 else None,
+            "mask_radius": cfg.mask_radius_at(epoch), "steps": self.global_step,
+        }
+        if self.prev_rot is not None:
+            d = geodesic_distance_deg(self.prev_rot[idx].double(), self.rot[idx].double())
+            rec["pose_change_deg"] = float(d.mean())
+        head_change = None
+        if self.stage_name == "amortized":
+            w = self.winners[idx]
+            counts = np.bincount(w[w >= 0], minlength=self.n_heads)
+            rec["head_usage"] = (counts / max(counts.sum(), 1)).round(4).tolist()
+            pw = self.prev_winners[idx]
+            seen = (pw >= 0) & (w >= 0)
+            if seen.any():
+                head_change = float((pw[seen] != w[seen]).mean())
+                rec["head_change"] = head_change
+        if self.prev_loss:
+            rec["loss_change"] = abs(loss - self.prev_loss) / abs(self.prev_loss)
+        ev = _evaluator()
+        last = epoch + 1 == cfg.epochs
+        if ev is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
+            rec.update(ev.epoch_metrics(self, idx))
+        switch = self._decide_switch(epoch, loss, head_change)
+        self.prev_loss = loss
+        self.prev_rot = self.rot.clone()
+        self.prev_winners = self.winners.copy()
+        self.acc = {"loss": 0.0, "n": 0, "time": 0.0}
+        if switch:
+            rec["switch"] = True
+            self.switch_epoch = epoch + 1
+            self.stage_name = "direct"
+        self._write_metrics(rec)
+        return rec
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train (or continue training) to ``cfg.epochs``; returns the final map and poses.
+
+        Raises:
+            StopRequested: a signal or ``max_steps`` stopped the run after a checkpoint.
+        """
+        cfg = self.cfg
+        if resume and self.ckpt_path.exists():
+            self.load_state_dict(ckpt.load(self.ckpt_path))
+            self._trim_metrics()
+        elif self.metrics_path.exists():
+            self._trim_metrics()
+        n = len(self.data)
+        from cryospin.core.engine.progress import RunProgress
+
+        with ckpt.SignalGuard() as guard, RunProgress(cfg, n, self.tag, self.console) as bar:
+            bar.start(self.epoch, self.step_in_epoch * cfg.batch_size)
+            while self.epoch < cfg.epochs and not self.done:
+                epoch = self.epoch
+                if self.stage_name == "direct" and not self.table_ready:
+                    bar.describe("switch pass", epoch)
+                    self._switch_pass()
+                self.ctx.mask = frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device)
+                batches = self.data.batches(cfg.seed, epoch, cfg.batch_size)
+                stage = self.stages[self.stage_name]
+                bar.describe(self.stage_name, epoch)
+                for bi in range(self.step_in_epoch, len(batches)):
+                    t0 = time.perf_counter()
+                    gidx = batches[bi]
+                    batch = self.data.batch(gidx, self.device)
+                    res = stage.train_step(self.ctx, batch)
+                    dt = time.perf_counter() - t0
+                    self.rot[gidx] = res.rotations.to(self.rot.dtype)
+                    if res.winners is not None:
+                        self.winners[gidx] = res.winners
+                    if res.shifts_px is not None:
+                        self.shift[gidx] = res.shifts_px.to(self.shift.dtype)
+                    self.acc["loss"] += res.loss * len(gidx)
+                    self.acc["n"] += len(gidx)
+                    self.acc["time"] += dt
+                    st = self.stage_stats.setdefault(self.stage_name, {"images": 0, "time_s": 0.0})
+                    st["images"] += len(gidx)
+                    st["time_s"] += dt
+                    self.global_step += 1
+                    self.step_in_epoch = bi + 1
+                    bar.advance(len(gidx), res.loss, self.acc["n"] / max(self.acc["time"], 1e-9))
+                    if guard.requested:
+                        self.save()
+                        raise ckpt.StopRequested(guard.requested)
+                    if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                        self.save()
+                        raise ckpt.StopRequested("max_steps")
+                rec = self._end_epoch(epoch, len(batches))
+                bar.epoch_done(rec)
+                self.epoch += 1
+                self.step_in_epoch = 0
+                if self.stage_name == "direct" and not self.table_ready:
+                    bar.describe("switch pass", self.epoch)
+                    self._switch_pass()
+                self.done = self.epoch >= cfg.epochs
+                self.save()
+                if guard.requested:
+                    raise ckpt.StopRequested(guard.requested)
+        return self.result()
+
+    def result(self) -> TrainResult:
+        """Final map and poses of this trainer's particles."""
+        idx = self.data.indices
+        winners = self.winners[idx].copy()
+        if self.stage_name == "amortized" and self.encoder is not None:
+            gidx, rots, shifts, wins = self.stages["amortized"].best_candidates(
+                self.ctx, self.data, self.cfg.batch_size)
+            self.rot[gidx] = rots.to(self.rot.dtype)
+            winners = wins
+            if shifts is not None:
+                self.shift[gidx] = shifts.to(self.shift.dtype)
+        elif self.table_ready:
+            rows = torch.as_tensor(idx)
+            with torch.no_grad():
+                self.rot[rows] = self.table.rotations(rows)
+            self.shift[rows] = self.table.shift[rows]
+        with torch.no_grad():
+            vol = self.decoder.to_map().detach().float().cpu()
+        stats = {}
+        for name, st in self.stage_stats.items():
+            stats[name] = {**st, "images_per_s": st["images"] / st["time_s"] if st["time_s"] else None}
+        return TrainResult(
+            volume=vol, indices=idx.copy(), rotations=self.rot[idx].numpy().astype(np.float64),
+            shifts_px=self.shift[idx].numpy().astype(np.float64) if self.cfg.shifts else None,
+            winners=winners, stage_stats=stats, metrics=self.metrics(), n_heads=self.n_heads,
+            switch_epoch=self.switch_epoch,
+        )
