@@ -175,14 +175,14 @@ def check_encoder_construction(cls: type, box: int = 32, pixel_size_A: float = 4
 def check_encoder_outputs(cls: type, box: int = 32, pixel_size_A: float = 4.0,
                           config: ComponentConfig | None = None, batch: int = 3,
                           device: str | torch.device = "cpu") -> None:
-    """Shapes, proper rotations, shifts, in train and eval mode, batch ``batch`` and batch 1."""
+    """Check shapes, proper rotations and shifts in train and eval mode, batch ``batch`` and 1."""
     name = _name(cls)
     dev = torch.device(device)
     enc = _make(cls, config, box, pixel_size_A).to(dev)
     m = enc.n_candidates
     for training in (True, False):
         enc.train(training)
-        for b in (batch, 1) if not training else (batch,):
+        for b in (batch, 1):  # an engine's last batch may hold one image, also in training
             with torch.no_grad():
                 out = enc(_images(b, box, 1, torch.float32).to(dev))
             _check_candidates(f"{name} ({'train' if training else 'eval'})", out, b, m,

@@ -153,13 +153,29 @@ class VGGBackbone(nn.Module):
         return self.net(standardise(x)).flatten(1)
 
 
+class BatchNorm1dAnyBatch(nn.BatchNorm1d):
+    """``BatchNorm1d`` that accepts a training batch of one (the engine's last batch may be).
+
+    With one sample the batch variance is undefined; such a batch is normalised with the running
+    statistics (as in eval mode) and does not update them.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``(B, C)``; batch statistics when training with ``B > 1``."""
+        if self.training and x.shape[0] == 1:
+            return nn.functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
 def fc_block(in_features: int, hidden: list[int], out_features: int, batch_norm: bool) -> nn.Module:
     """Linear (+ batch norm) + ReLU per hidden width, then a final linear layer."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers.append(nn.Linear(in_features, width))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
+            layers.append(BatchNorm1dAnyBatch(width))
         layers.append(nn.ReLU())
         in_features = width
     layers.append(nn.Linear(in_features, out_features))
