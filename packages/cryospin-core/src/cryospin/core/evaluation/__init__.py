@@ -1,0 +1,17 @@
+"""Evaluation of reconstructions and poses, and the files a run writes.
+
+Modules (import them directly; this package imports nothing heavy):
+
+* :mod:`~cryospin.core.evaluation.pose_error` - rotation error after the best global rotation and
+  hand: :func:`rotation_error`, :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
+* :mod:`~cryospin.core.evaluation.align_maps` - rigid map alignment over SO(3) and the hand:
+  :func:`align_maps`, :func:`apply_alignment`, :func:`rotate_map`, :func:`flip_hand`.
+* :mod:`~cryospin.core.evaluation.fsc_eval` - FSC against a truth (0.5) and between half-maps
+  (0.143) after alignment, masked and unmasked: :func:`fsc_vs_truth`, :func:`half_map_fsc`.
+* :mod:`~cryospin.core.evaluation.plots` - ``fsc.png``, the HEALPix orientation-distribution
+  plot, the head-usage bar plot.
+* :mod:`~cryospin.core.evaluation.outputs` - atomic writers: ``fsc.csv``, ``summary.json``.
+
+Conventions: maps ``(D, D, D)`` ``[z, y, x]``; poses are RELION's ``A`` (map to image coordinates,
+column vectors); the hand flip is ``z -> -z`` about the centre voxel ``D // 2``.
+"""

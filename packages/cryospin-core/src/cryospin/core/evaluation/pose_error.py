@@ -1,0 +1,258 @@
+"""Rotation error of estimated poses against true poses, after the best global rotation and hand.
+
+An ab-initio reconstruction is defined only up to a global rotation and a mirror (CONVENTIONS.md
+item 11), so estimated poses can be compared with the truth only after searching both.
+
+Conventions
+-----------
+Poses are RELION's matrix ``A`` ``(N, 3, 3)``: it maps map coordinates to image coordinates,
+acting on column vectors, and the image is the projection of the map along the image ``z`` axis,
+i.e. the integral of ``V(A^T p)`` over ``p_z``.
+
+*Global rotation.* If a map is rotated, ``V'(x) = V(G x)``, its projections are those of ``V`` with
+poses ``A' = A G`` (because ``V'(A'^T p) = V(G A'^T p)``).
+
+*Mirror* (hand flip, :func:`cryospin.core.evaluation.align_maps.flip_hand`: ``z -> -z``,
+``V'(x) = V(F x)`` with ``F = diag(1, 1, -1)``). ``F A'^T = A^T F`` holds for ``A' = F A F``, and
+``F`` acting on *image* coordinates only reverses the integration variable ``p_z``, which leaves the
+projection unchanged. Hence the mirrored map's projections are **exactly** (no image mirroring)
+those of the original map at the conjugated poses ``A' = F A F``, a proper rotation
+(:func:`flip_hand_poses`; proved numerically in ``tests/core/test_evaluation_pose_error.py``).
+
+*Alignment result.* :func:`rotation_error` returns ``rotation`` ``R`` and ``flipped`` with the same
+meaning as :func:`cryospin.core.evaluation.align_maps.align_maps`: the estimated map, mirrored first
+when ``flipped`` and then rotated by ``R`` (``V_aligned(x) = V(R^T x)``), lies on the true map.
+The estimated poses expressed in the true frame are then ``H(A_est) @ R.T`` with ``H(A) = F A F``
+when flipped and ``H(A) = A`` otherwise (:func:`apply_pose_alignment`).
+
+The viewing (projection) direction of a pose in map coordinates is ``A^T e_z``, the third **row**
+of ``A``; ``viewdir_errors_deg`` are the angles between the true and the aligned third rows.
+
+Algorithm (inspired by the paper's ``utils/rot_calc_error.py``, which tries 1000 single-particle
+references with and without flip): for each hand, candidate alignments ``Q = H(A_est,k)^T A_true,k``
+from up to ``n_candidates`` particles are scored by the median geodesic error over up to ``n_score``
+particles; the best is then refined by trimmed chordal-L2 (Procrustes, SVD) fits on the particles
+with the smallest errors, kept only while the median error decreases. Everything is float64 numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FLIP",
+    "PoseErrorResult",
+    "apply_pose_alignment",
+    "flip_hand_poses",
+    "geodesic_deg",
+    "rotation_error",
+    "viewing_directions",
+]
+
+FLIP = np.diag([1.0, 1.0, -1.0])
+"""The mirror ``z -> -z``, ``diag(1, 1, -1)``."""
+
+
+def _as_rotations(x: Any, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[-2:] != (3, 3):
+        raise ValueError(f"{name} must have shape (N, 3, 3), got {arr.shape}")
+    return arr
+
+
+def flip_hand_poses(rotations: Any) -> np.ndarray:
+    """Poses of the hand-flipped (``z -> -z``) map that give the same images: ``F A F``.
+
+    Accepts ``(..., 3, 3)`` numpy arrays or torch tensors; returns float64 numpy. An involution.
+    """
+    if hasattr(rotations, "detach"):
+        rotations = rotations.detach().cpu().numpy()
+    r = np.asarray(rotations, dtype=np.float64)
+    if r.shape[-2:] != (3, 3):
+        raise ValueError(f"rotations must have shape (..., 3, 3), got {r.shape}")
+    return FLIP @ r @ FLIP
+
+
+def viewing_directions(rotations: Any) -> np.ndarray:
+    """Return the viewing (projection) directions ``(N, 3)`` in map coordinates: row 3 of ``A``.
+
+    The image integrates along image ``z``; in map coordinates that is ``A^T e_z``, the third row.
+    """
+    r = _as_rotations(rotations, "rotations")
+    return r[:, 2, :].copy()
+
+
+def geodesic_deg(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
+    """Geodesic angle in degrees between rotations ``(..., 3, 3)`` (broadcasting), in ``[0, 180]``.
+
+    The angle of ``M = R1^T R2`` as ``atan2(|vee(M)|, (tr M - 1) / 2)``, accurate near 0 and 180.
+    """
+    m = np.swapaxes(r1, -1, -2) @ r2
+    c = 0.5 * (np.trace(m, axis1=-2, axis2=-1) - 1.0)
+    v = 0.5 * np.stack(
+        [m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
+    )
+    s = np.linalg.norm(v, axis=-1)
+    return np.degrees(np.arctan2(s, c))
+
+
+def _angle_from_trace(tr: np.ndarray) -> np.ndarray:
+    return np.degrees(np.arccos(np.clip(0.5 * (tr - 1.0), -1.0, 1.0)))
+
+
+def _project_so3(m: np.ndarray) -> np.ndarray:
+    """Nearest rotation (Frobenius) to a 3x3 matrix: polar factor with ``det = +1``."""
+    u, _, vt = np.linalg.svd(m)
+    d = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+@dataclass(frozen=True)
+class PoseErrorResult:
+    """Outcome of :func:`rotation_error`.
+
+    Attributes:
+        errors_deg: ``(N,)`` geodesic error of each aligned estimate, degrees.
+        viewdir_errors_deg: ``(N,)`` angle between aligned and true viewing directions, degrees.
+        mean_deg: mean of ``errors_deg``.
+        median_deg: median of ``errors_deg``.
+        rotation: ``(3, 3)`` rotation ``R`` that maps the estimated frame onto the true one (after
+            the mirror when ``flipped``); same meaning as ``align_maps``' ``info.rotation``.
+        flipped: whether the estimated hand is the mirror of the truth's.
+        aligned: ``(N, 3, 3)`` estimated poses in the true frame, ``H(A_est) @ R.T``.
+    """
+
+    errors_deg: np.ndarray
+    viewdir_errors_deg: np.ndarray
+    mean_deg: float
+    median_deg: float
+    rotation: np.ndarray
+    flipped: bool
+    aligned: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly summary (no per-particle arrays)."""
+        return {
+            "rotation_error_mean_deg": self.mean_deg,
+            "rotation_error_median_deg": self.median_deg,
+            "viewdir_error_mean_deg": float(np.mean(self.viewdir_errors_deg)),
+            "viewdir_error_median_deg": float(np.median(self.viewdir_errors_deg)),
+            "flipped": self.flipped,
+            "global_rotation": self.rotation.tolist(),
+        }
+
+
+def apply_pose_alignment(rotations: Any, rotation: np.ndarray, flipped: bool) -> np.ndarray:
+    """Express estimated poses in the reference frame: ``H(A) @ rotation.T`` (see module doc).
+
+    Use it to align, e.g., every head's poses with the alignment found for the selected head.
+    Accepts ``(..., 3, 3)``; returns float64 numpy.
+    """
+    if hasattr(rotations, "detach"):
+        rotations = rotations.detach().cpu().numpy()
+    a = np.asarray(rotations, dtype=np.float64)
+    if flipped:
+        a = FLIP @ a @ FLIP
+    return a @ np.asarray(rotation, dtype=np.float64).T
+
+
+def _best_for_hand(
+    est: np.ndarray,
+    true: np.ndarray,
+    rng: np.random.Generator,
+    n_candidates: int,
+    n_score: int,
+    n_refine: int,
+) -> tuple[np.ndarray, float]:
+    """Best ``Q`` (``true ~ est @ Q``) for one hand, and its median error over all particles."""
+    n = est.shape[0]
+    # M_i = est_i^T true_i; the error of est_i Q against true_i has cos = (<M_i, Q> - 1) / 2.
+    m = np.swapaxes(est, -1, -2) @ true
+    cand_idx = rng.choice(n, size=min(n, n_candidates), replace=False)
+    score_idx = rng.choice(n, size=min(n, n_score), replace=False) if n > n_score else np.arange(n)
+    candidates = m[cand_idx]  # Q_k = est_k^T true_k
+    traces = np.einsum("iab,kab->ki", m[score_idx], candidates)
+    medians = np.median(_angle_from_trace(traces), axis=1)
+    q = candidates[int(np.argmin(medians))]
+
+    def errors(qq: np.ndarray) -> np.ndarray:
+        return _angle_from_trace(np.einsum("iab,ab->i", m, qq))
+
+    err = errors(q)
+    best_median = float(np.median(err))
+    for _ in range(n_refine):
+        keep = err <= np.median(err)  # the better half: trimmed Procrustes
+        q_new = _project_so3(m[keep].sum(0))
+        err_new = errors(q_new)
+        med_new = float(np.median(err_new))
+        if med_new >= best_median - 1e-12:
+            break
+        q, err, best_median = q_new, err_new, med_new
+    return q, best_median
+
+
+def rotation_error(
+    estimated: Any,
+    true: Any,
+    *,
+    hands: str = "both",
+    n_candidates: int = 256,
+    n_score: int = 4096,
+    n_refine: int = 25,
+    seed: int = 0,
+) -> PoseErrorResult:
+    """Per-particle rotation errors after the best global rotation and hand (see module doc).
+
+    Args:
+        estimated: ``(N, 3, 3)`` estimated poses (RELION ``A``), numpy or torch.
+        true: ``(N, 3, 3)`` true poses, same order.
+        hands: ``"both"`` (search the mirror too), ``"same"`` or ``"flipped"``.
+        n_candidates: particles whose single-particle alignment is tried as a global candidate.
+        n_score: particles on which candidates are scored (median error).
+        n_refine: at most this many trimmed-Procrustes refinement steps.
+        seed: seed of the particle subsampling.
+
+    Returns:
+        :class:`PoseErrorResult`. The errors are invariant to any global rotation applied to the
+        estimates (``A_est -> A_est @ G``), and to mirroring them when ``hands="both"``.
+
+    Raises:
+        ValueError: shapes differ or are not ``(N, 3, 3)``, or ``hands`` is unknown.
+    """
+    est = _as_rotations(estimated, "estimated")
+    tru = _as_rotations(true, "true")
+    if est.shape != tru.shape:
+        raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    if hands not in ("both", "same", "flipped"):
+        raise ValueError(f"hands must be 'both', 'same' or 'flipped', got {hands!r}")
+    options = {"both": (False, True), "same": (False,), "flipped": (True,)}[hands]
+    best: tuple[float, bool, np.ndarray] | None = None
+    for flipped in options:
+        rng = np.random.default_rng(seed)
+        h = FLIP @ est @ FLIP if flipped else est
+        q, med = _best_for_hand(h, tru, rng, n_candidates, n_score, n_refine)
+        if best is None or med < best[0]:
+            best = (med, flipped, q)
+    assert best is not None
+    _, flipped, q = best
+    rotation = q.T
+    aligned = apply_pose_alignment(est, rotation, flipped)
+    errors = geodesic_deg(tru, aligned)
+    cos_view = np.clip(np.einsum("ij,ij->i", aligned[:, 2, :], tru[:, 2, :]), -1.0, 1.0)
+    view = np.degrees(np.arccos(cos_view))
+    return PoseErrorResult(
+        errors_deg=errors,
+        viewdir_errors_deg=view,
+        mean_deg=float(np.mean(errors)),
+        median_deg=float(np.median(errors)),
+        rotation=rotation,
+        flipped=bool(flipped),
+        aligned=aligned,
+    )
