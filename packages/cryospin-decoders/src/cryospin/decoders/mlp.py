@@ -157,12 +157,6 @@ class MLPDecoder(Decoder):
             n_in = 3 * (1 + 2 * config.n_frequencies)
             self.modulant = _relu_mlp(n_in, config.hidden, config.modulant_layers)
             self.envelope = _relu_mlp(n_in, config.hidden, config.envelope_layers)
-        n = _grid.odd_size(box)
-        k = _grid.centred_freqs(n, box // 2) / (box / 2)
-        ky, kx = torch.meshgrid(k, k, indexing="ij")
-        plane = torch.stack([kx, ky, torch.zeros_like(kx)], dim=-1)  # (n, n, 3): (kx, ky, 0)
-        self.plane: torch.Tensor
-        self.register_buffer("plane", plane, persistent=False)
         self.mask_radius: float | None = config.mask_radius
 
     def hartley(self, coords: torch.Tensor) -> torch.Tensor:
@@ -171,6 +165,13 @@ class MLPDecoder(Decoder):
         env = self.envelope(x)[..., 0]
         mod = self.modulant(x)[..., 0]
         return torch.exp(env + self.log_scale) * mod
+
+    def _axis(self) -> torch.Tensor:
+        """Frequencies ``k / (L/2)`` of the odd grid, ``(L+1,)``, in the parameters' dtype."""
+        ref = self._ref()
+        n = _grid.odd_size(self.box)
+        k = _grid.centred_freqs(n, self.box // 2, dtype=torch.float64, device=ref.device)
+        return (k / (self.box / 2)).to(ref.dtype)
 
     def _ref(self) -> torch.Tensor:
         """Return a parameter; its dtype and device are the module's."""
@@ -184,7 +185,9 @@ class MLPDecoder(Decoder):
         """Centred complex Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for ``(..., 3, 3)``."""
         L = self.box
         batch_shape = rotations.shape[:-2]
-        plane = self.plane.to(self._ref().dtype)
+        k = self._axis()
+        ky, kx = torch.meshgrid(k, k, indexing="ij")
+        plane = torch.stack([kx, ky, torch.zeros_like(kx)], dim=-1)  # (L+1, L+1, 3): (kx, ky, 0)
         rot = rotations.reshape(-1, 3, 3).to(plane.dtype)
         coords = torch.einsum("yxj,njk->nyxk", plane, rot)  # k @ R, (N, L+1, L+1, 3)
         h = self.hartley(coords)
@@ -199,8 +202,7 @@ class MLPDecoder(Decoder):
         """Return the real-space map ``(L, L, L)`` ``[z, y, x]`` (network on the odd grid)."""
         L = self.box
         n = _grid.odd_size(L)
-        dtype, device = self._ref().dtype, self._ref().device
-        k = _grid.centred_freqs(n, L // 2, dtype=dtype, device=device) / (L / 2)
+        k = self._axis()
         kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
         coords = torch.stack([kx, ky, kz], dim=-1).reshape(-1, 3)
         chunks = [self.hartley(c) for c in coords.split(self.config.chunk_size)]
