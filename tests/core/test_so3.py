@@ -13,7 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.transform import Rotation
@@ -171,10 +171,12 @@ def test_exp_map_matches_scipy(w: torch.Tensor) -> None:
 
 
 @PROPS
-@given(vec3)
+@given(
+    st.lists(st.floats(-1.8, 1.8), min_size=3, max_size=3).map(lambda v: torch.tensor(v, dtype=F64))
+)
 def test_exp_log_round_trip(w: torch.Tensor) -> None:
     theta = float(w.norm())
-    assume(theta < math.pi - 1e-6)
+    assume(theta < math.pi - 1e-6)  # |w| <= 1.8 sqrt(3) = 3.118 < pi: never filters
     torch.testing.assert_close(log_map(exp_map(w)), w, atol=1e-12, rtol=1e-12)
 
 
@@ -448,6 +450,9 @@ def test_relion_euler_matches_relion_formula_and_scipy(e: torch.Tensor) -> None:
 
 @PROPS
 @given(euler_angles())
+@example(torch.tensor([-180.0, 1.0, 0.0], dtype=F64))  # rot on the -180 boundary
+@example(torch.tensor([-180.0, 0.0, -180.0], dtype=F64))
+@example(torch.tensor([180.0, 180.0, -180.0], dtype=F64))
 def test_relion_euler_round_trip(e: torch.Tensor) -> None:
     a = relion_euler_to_rotation(e)
     out = rotation_to_relion_euler(a)
@@ -467,7 +472,7 @@ def test_rotation_to_relion_euler_matches_scipy(r: torch.Tensor) -> None:
         warnings.simplefilter("ignore", UserWarning)
         ref = Rotation.from_matrix(r.numpy().T).as_euler("ZYZ", degrees=True)  # (rot, tilt, psi)
     torch.testing.assert_close(relion_euler_to_rotation(out), r, atol=1e-12, rtol=0)
-    if 1e-6 < ref[1] < 180 - 1e-6:
+    if 1e-3 < ref[1] < 180 - 1e-3:  # scipy treats tilt within 1e-7 rad of 0/180 as gimbal lock
         diff = (out.numpy() - ref + 180) % 360 - 180
         assert np.abs(diff).max() < 1e-7
 

@@ -72,10 +72,12 @@ def rotation_to_relion_euler(r: torch.Tensor) -> torch.Tensor:
     minus = torch.where(upper, one, a11 - a00)
     minus_s = torch.where(upper, 0 * one, -(a01 + a10))
     psi = torch.where(upper, torch.atan2(plus_s, plus) - rot, rot - torch.atan2(minus_s, minus))
-    # Wrap psi into (-pi, pi].
     psi = torch.remainder(psi + math.pi, 2 * math.pi) - math.pi
-    psi = torch.where(psi <= -math.pi, psi + 2 * math.pi, psi)
-    return torch.rad2deg(torch.stack([rot, tilt, psi], dim=-1))
+    # Wrap rot and psi into (-180, 180] in degrees (atan2 and rounding can land on -180 exactly).
+    rot_deg, psi_deg = torch.rad2deg(rot), torch.rad2deg(psi)
+    rot_deg = torch.where(rot_deg <= -180, rot_deg + 360, rot_deg)
+    psi_deg = torch.where(psi_deg <= -180, psi_deg + 360, psi_deg)
+    return torch.stack([rot_deg, torch.rad2deg(tilt), psi_deg], dim=-1)
 
 
 def cryosparc_pose_to_rotation(pose: torch.Tensor) -> torch.Tensor:
