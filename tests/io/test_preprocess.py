@@ -9,8 +9,10 @@ from cryospin.core.errors import InputError
 from cryospin.io.preprocess import (
     PreprocessOptions,
     circular_mask,
+    contrast_mismatch,
     default_invert,
     half_sets,
+    measure_contrast,
     normalize_background,
     preprocess,
     soft_window,
@@ -91,9 +93,32 @@ def test_half_sets(trpv1):
     assert not np.array_equal(a, half_sets(trpv1, seed=2, use_file=False))
 
 
-def test_default_invert(trpv1, stacks):
+def test_default_invert_and_contrast_check(trpv1, stacks):
     from cryospin.io import open_particles
 
-    assert default_invert(trpv1) is False  # RELION stacks are written protein-bright
+    # RELION stacks are protein-bright: inverted for the core's protein-dark forward model
+    # (established in test_trpv1_end_to_end.py)
+    assert default_invert(trpv1) is True
+    assert measure_contrast(trpv1)[0] > 0.2
+    assert contrast_mismatch(trpv1, invert=True) is None
+    assert "protein-bright" in contrast_mismatch(trpv1, invert=False)
+    # cryoSPARC blob/sign -1: a protein-dark stack, left as it is
     cs = open_particles(stacks / "empiar-10076" / "empiar_10076_7.cs")
-    assert default_invert(cs) is True  # blob/sign -1: protein dark
+    assert default_invert(cs) is False
+    assert measure_contrast(cs)[1] < -5
+    assert contrast_mismatch(cs, invert=False) is None
+    # the same dark stack named by a RELION 3.0 STAR: the format default is wrong, and detected
+    star = open_particles(stacks / "empiar-10076" / "empiar_10076_7.star")
+    message = contrast_mismatch(star, default_invert(star))
+    assert "empiar_10076_7.star: particles look protein-dark" in message
+    assert "use invert=False" in message
+
+
+def test_writers_describe_the_files_after_preprocessing(trpv1, tmp_path):
+    from cryospin.io import open_particles, write_star
+
+    small = preprocess(trpv1, PreprocessOptions(box=24))
+    assert small.pixel_size_A == pytest.approx(9.76)
+    write_star(tmp_path / "p.star", small)
+    back = open_particles(tmp_path / "p.star", stack=trpv1.images.files[0])
+    assert back.pixel_size_A == pytest.approx(4.88) and back.box == 48

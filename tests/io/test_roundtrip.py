@@ -260,3 +260,20 @@ def test_multi_stack_reader_order_and_lazy(tmp_path):
     np.testing.assert_array_equal(s.images.read(np.arange(5)), expected)
     order = np.array([4, 0, 2, 2, 1])
     np.testing.assert_array_equal(s.images.read(order), expected[order])
+
+
+def test_engine_bridge_methods(trpv1, tmp_path):
+    """The optional methods core's engine I/O bridge looks up on registered image sources."""
+    from cryospin.core.registry import get_registry
+
+    reg = get_registry()
+    star_src = reg.get("image_source", "relion-star")
+    vol = np.zeros((8, 8, 8), np.float32)
+    star_src.write_map(tmp_path / "m.mrc", vol, 2.0)
+    assert star_src.read_map(tmp_path / "m.mrc")[1] == pytest.approx(2.0)
+    rot, shifts = _random_poses(len(trpv1))
+    star_src.write_poses(tmp_path / "p.star", trpv1, rot, shifts)
+    assert _deg(open_particles(tmp_path / "p.star", images=False).rotations, rot) < 1e-5
+    star_src.write_poses_pkl(tmp_path / "p.pkl", rot, shifts, trpv1.pixel_size_A, trpv1.box)
+    r2, s2 = read_poses_pkl(tmp_path / "p.pkl", trpv1.box, trpv1.pixel_size_A)
+    np.testing.assert_allclose(s2, shifts, atol=1e-4)

@@ -21,7 +21,12 @@ import numpy as np
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ParticleStack
 from cryospin.io.atomic import atomic_path
-from cryospin.io.common import NoImages, choose_pixel_size, open_referenced_stacks
+from cryospin.io.common import (
+    NoImages,
+    choose_pixel_size,
+    file_geometry,
+    open_referenced_stacks,
+)
 from cryospin.io.paths import strip_cryosparc_prefix
 from cryospin.io.poses import cryosparc_to_rotations, rotations_to_cryosparc
 
@@ -190,10 +195,11 @@ def write_cs(
         raise ValueError(f"{path}: no poses to write")
     shifts_A = np.zeros((n, 2)) if shifts_A is None else np.asarray(shifts_A, dtype=np.float64)
     prefix = alignment_prefix(data) or "alignments3D"
+    pixel_size = file_geometry(stack)[1]
     new = {
         f"{prefix}/pose": rotations_to_cryosparc(np.asarray(rotations)).astype(np.float32),
-        f"{prefix}/shift": (shifts_A / stack.pixel_size_A).astype(np.float32),
-        f"{prefix}/psize_A": np.full(n, stack.pixel_size_A, dtype=np.float32),
+        f"{prefix}/shift": (shifts_A / pixel_size).astype(np.float32),
+        f"{prefix}/psize_A": np.full(n, pixel_size, dtype=np.float32),
     }
     absent = [k for k in new if k not in data.dtype.names]
     if absent:

@@ -29,26 +29,79 @@ from cryospin.core.errors import ConfigError, InputError
 from cryospin.core.fourier import fourier_downsample
 from cryospin.core.particles import ImageReader, ParticleStack
 
-#: Default of the contrast-inversion flag per format, established on the real TRPV1 RELION stack
-#: (tests/io/test_trpv1_end_to_end.py): see :func:`default_invert`.
-INVERT_DEFAULT = {"relion-star": False, "cryosparc-cs": False, "mrc-stack": False}
+#: Default of the contrast-inversion flag per format (see :func:`default_invert`).
+INVERT_DEFAULT = {"relion-star": True, "cryosparc-cs": False, "mrc-stack": False}
 
 
 def default_invert(stack: ParticleStack) -> bool:
-    """Default of the ``--invert`` flag for ``stack``.
+    """Default of the ``--invert`` flag for ``stack``, for the core's forward model.
 
-    The engine's forward model is ``image = CTF * projection`` with the CTF of
-    :mod:`cryospin.core.ctf` and a protein-positive volume. RELION writes extracted particles
-    with protein bright ("Invert contrast: Yes" at extraction), and the TRPV1 end-to-end test
-    checks that such images correlate *positively* with ``CTF * projection``: no inversion.
-    cryoSPARC records the sign of each stack in ``blob/sign`` (-1: protein dark, as cut from a
-    micrograph); such stacks are inverted. Without metadata (bare MRC stacks) nothing is
-    assumed: no inversion.
+    The forward model is ``image = CTF * projection`` with :mod:`cryospin.core.ctf` (cryoDRGN's
+    sign, ``CTF(0) = -w``) and a protein-positive volume, so it predicts protein-*dark* images,
+    as in raw micrographs. Established on real data (tests/io/test_trpv1_end_to_end.py): the
+    raw TRPV1 RELION images correlate *negatively* with ``CTF * projection`` (-0.18 to -0.26),
+    positively once inverted.
+
+    * **RELION** (``.star``): ``True``. RELION's extraction inverts contrast by default, so its
+      stacks are protein-bright (RELION's own CTF has the opposite sign). cryoDRGN inverts by
+      default for the same reason.
+    * **cryoSPARC** (``.cs``): from ``blob/sign``; cryoSPARC multiplies images by it to make
+      protein bright, so ``-1`` marks protein-dark stacks (no inversion) and ``+1``
+      protein-bright ones (inversion). Without ``blob/sign``: ``False``.
+    * **bare MRC stacks**: ``False`` (no metadata; the raw-micrograph convention, which is also
+      the simulator's).
+
+    A stack can break its format's habit (e.g. EMPIAR-10076's RELION 3.0 STAR names a
+    protein-dark stack): :func:`contrast_mismatch` detects an obvious disagreement.
     """
     fmt = stack.extra.get("format", "mrc-stack")
     if fmt == "cryosparc-cs" and stack.extra.get("blob_sign") is not None:
-        return float(stack.extra["blob_sign"]) < 0
+        return float(stack.extra["blob_sign"]) > 0
     return INVERT_DEFAULT.get(fmt, False)
+
+
+def measure_contrast(stack: ParticleStack, n: int = 64, seed: int = 0) -> tuple[float, float]:
+    """Measure whether particles are brighter or darker than their background.
+
+    For up to ``n`` random images: the mean inside radius ``0.4 L / 2`` minus the mean outside
+    ``0.8 L / 2``, in units of the outside standard deviation. Returns ``(mean, t)``: the mean
+    of that statistic over the images and its t-value (mean / standard error). Positive means
+    protein-bright. Weak for filaments or particles that do not fill the centre.
+    """
+    count = len(stack)
+    pick = np.sort(np.random.default_rng(seed).choice(count, min(n, count), replace=False))
+    images = stack.images.read(pick).astype(np.float64)
+    inner = circular_mask(stack.box, 0.4)
+    outer = ~circular_mask(stack.box, 0.8)
+    bg_std = images[:, outer].std(axis=1)
+    bg_std[bg_std == 0] = 1.0
+    stat = (images[:, inner].mean(axis=1) - images[:, outer].mean(axis=1)) / bg_std
+    if len(stat) < 2:
+        return float(stat.mean()), 0.0
+    sem = stat.std(ddof=1) / np.sqrt(len(stat))
+    return float(stat.mean()), float(stat.mean() / sem) if sem > 0 else 0.0
+
+
+def contrast_mismatch(stack: ParticleStack, invert: bool, t_threshold: float = 5.0) -> str | None:
+    """Return a warning when ``invert`` contradicts the measured contrast, else ``None``.
+
+    After the flag, images must be protein-dark for the forward model; a measured contrast with
+    ``|t| > t_threshold`` (at least 5 images) of the other sign is an obvious mismatch.
+    """
+    if len(stack) < 5:
+        return None
+    mean, t = measure_contrast(stack)
+    if abs(t) <= t_threshold:
+        return None
+    bright = mean > 0
+    if bright != invert:
+        state = "bright" if bright else "dark"
+        return (
+            f"{stack.path}: particles look protein-{state} (centre vs background "
+            f"{mean:+.3f} sd, t = {t:+.1f}) but contrast inversion is {'on' if invert else 'off'}; "
+            f"the forward model expects protein-dark images: use invert={not invert}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -152,7 +205,12 @@ def preprocess(stack: ParticleStack, options: PreprocessOptions) -> ParticleStac
         images=reader,
         box=reader.box,
         pixel_size_A=stack.pixel_size_A * scale,
-        extra={**stack.extra, "preprocess": options, "original_box": stack.box},
+        extra={
+            "original_box": stack.box,
+            "original_pixel_size_A": stack.pixel_size_A,
+            **stack.extra,
+            "preprocess": options,
+        },
     )
 
 

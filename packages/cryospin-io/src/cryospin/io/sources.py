@@ -17,7 +17,36 @@ from cryospin.core.interfaces import ImageSource
 from cryospin.core.particles import CTFParams, ParticleStack
 
 
-class RelionStarSource(ImageSource):
+class _MapsAndPkl:
+    """Optional methods the engine's I/O bridge (``cryospin.core.engine.io_bridge``) looks for."""
+
+    def read_map(self, path: Path) -> tuple[np.ndarray, float]:
+        """Read a cubic map: :func:`cryospin.io.mrc.read_map`."""
+        from cryospin.io.mrc import read_map
+
+        return read_map(path)
+
+    def write_map(self, path: Path, volume: np.ndarray, voxel_size_A: float) -> None:
+        """Write a map: :func:`cryospin.io.mrc.write_map`."""
+        from cryospin.io.mrc import write_map
+
+        write_map(path, volume, voxel_size_A)
+
+    def write_poses_pkl(
+        self,
+        path: Path,
+        rotations: np.ndarray,
+        shifts_A: np.ndarray,
+        pixel_size_A: float,
+        box: int,
+    ) -> None:
+        """Write a cryoDRGN ``poses.pkl``: :func:`cryospin.io.cryodrgn.write_poses_pkl`."""
+        from cryospin.io.cryodrgn import write_poses_pkl
+
+        write_poses_pkl(path, rotations, shifts_A, box, pixel_size_A)
+
+
+class RelionStarSource(_MapsAndPkl, ImageSource):
     """RELION STAR particle files (3.0 to 5); see :mod:`cryospin.io.star`."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".star",)
@@ -28,8 +57,16 @@ class RelionStarSource(ImageSource):
 
         return read_star(path, datadir=datadir, **options)
 
+    def write_poses(
+        self, path: Path, stack: ParticleStack, rotations: np.ndarray, shifts_A: np.ndarray
+    ) -> None:
+        """Write a RELION 3.1 STAR with these poses: :func:`cryospin.io.star.write_star`."""
+        from cryospin.io.star import write_star
 
-class CryosparcSource(ImageSource):
+        write_star(path, stack, rotations, shifts_A)
+
+
+class CryosparcSource(_MapsAndPkl, ImageSource):
     """cryoSPARC ``.cs`` particle files; see :mod:`cryospin.io.cryosparc`."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".cs",)
@@ -40,20 +77,27 @@ class CryosparcSource(ImageSource):
 
         return read_cs(path, datadir=datadir, **options)
 
+    def write_poses(
+        self, path: Path, stack: ParticleStack, rotations: np.ndarray, shifts_A: np.ndarray
+    ) -> None:
+        """Write a ``.cs`` file with these poses: :func:`cryospin.io.cryosparc.write_cs`."""
+        from cryospin.io.cryosparc import write_cs
 
-class MrcStackSource(ImageSource):
+        write_cs(path, stack, rotations, shifts_A)
+
+
+class MrcStackSource(_MapsAndPkl, ImageSource):
     """A bare MRC stack: images and pixel size from the header, no CTF (all NaN), no poses."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".mrcs", ".mrc")
 
     def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
         """Open a stack; ``datadir`` and ``stack`` do not apply; ``images=False`` is accepted."""
-        from cryospin.io.mrc import open_stacks
+        from cryospin.io.mrc import open_stacks, read_stack_header
 
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found")
-        from cryospin.io.mrc import read_stack_header
 
         n = read_stack_header(path).n
         reader, headers = open_stacks([path], np.zeros(n, np.int32), np.arange(n), path)

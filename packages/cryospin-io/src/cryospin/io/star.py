@@ -25,7 +25,12 @@ import starfile
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ParticleStack
 from cryospin.io.atomic import atomic_path
-from cryospin.io.common import NoImages, choose_pixel_size, open_referenced_stacks
+from cryospin.io.common import (
+    NoImages,
+    choose_pixel_size,
+    file_geometry,
+    open_referenced_stacks,
+)
 from cryospin.io.paths import split_image_names
 from cryospin.io.poses import euler_to_rotations, rotations_to_euler
 
@@ -144,7 +149,7 @@ def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None
 
 def _numeric(path: Path, frame: pd.DataFrame, col: str) -> np.ndarray:
     try:
-        values = pd.to_numeric(frame[col]).to_numpy(dtype=np.float64)
+        values = np.array(pd.to_numeric(frame[col]), dtype=np.float64)  # writable copy
     except (ValueError, TypeError) as exc:
         raise InputError(f"{path}: column {col} holds non-numeric values ({exc})") from exc
     bad = ~np.isfinite(values)
@@ -295,12 +300,13 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
     stacks) one group per distinct (voltage, Cs, amplitude contrast).
     """
     n = len(stack)
+    box, pixel_size = file_geometry(stack)
     if stack.optics is not None and stack.optics_group is not None:
         optics = stack.optics.copy()
         if "rlnImagePixelSize" not in optics:
-            optics["rlnImagePixelSize"] = stack.pixel_size_A
-        if "rlnImageSize" not in optics and stack.box:
-            optics["rlnImageSize"] = int(stack.box)
+            optics["rlnImagePixelSize"] = pixel_size
+        if "rlnImageSize" not in optics and box:
+            optics["rlnImageSize"] = int(box)
         if "rlnImageDimensionality" not in optics:
             optics["rlnImageDimensionality"] = 2
         return optics, np.asarray(stack.optics_group, dtype=np.int64)
@@ -316,8 +322,8 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
             "rlnVoltage": uniq[:, 0],
             "rlnSphericalAberration": uniq[:, 1],
             "rlnAmplitudeContrast": uniq[:, 2],
-            "rlnImagePixelSize": np.full(len(uniq), stack.pixel_size_A),
-            "rlnImageSize": np.full(len(uniq), int(stack.box or 0)),
+            "rlnImagePixelSize": np.full(len(uniq), pixel_size),
+            "rlnImageSize": np.full(len(uniq), int(box or 0)),
             "rlnImageDimensionality": np.full(len(uniq), 2),
         }
     )
