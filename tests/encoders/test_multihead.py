@@ -79,3 +79,26 @@ def test_paper_sized_config_builds_and_runs() -> None:
     with torch.no_grad():
         out = enc(torch.randn(2, 128, 128))
     assert out.rotations.shape == (2, 7, 3, 3)
+
+
+def test_separable_pyramid_equals_2d_gaussian_filtering() -> None:
+    from cryospin.encoders.backbone import GaussianPyramid
+
+    pyr = GaussianPyramid(octaves=4).double()
+    k2 = pyr.kernels_2d()
+    assert torch.allclose(k2.sum(dim=(1, 2)), torch.ones(5, dtype=torch.float64))
+    # variance 0.01 * 10**i px^2 (paper's code): octave 2 (1 px^2) is well sampled and untruncated
+    coords = torch.arange(-5, 6, dtype=torch.float64)
+    var_x = (k2[2].sum(0) * coords**2).sum()
+    assert var_x == pytest.approx(1.0, rel=1e-3)
+    x = torch.randn(2, 1, 20, 20, dtype=torch.float64)
+    padded = torch.nn.functional.pad(x, (5, 5, 5, 5), mode="reflect")
+    ref = torch.nn.functional.conv2d(padded, k2[:, None])
+    assert torch.allclose(pyr(x), ref, atol=1e-12)
+
+
+def test_train_mode_batch_of_one_backward() -> None:
+    enc = make().train()
+    out = enc(torch.randn(1, 32, 32))
+    out.rotations.sum().backward()
+    assert all(p.grad is not None for p in enc.parameters())

@@ -80,7 +80,9 @@ class GaussianPyramid(nn.Module):
     """Fixed (not trained) Gaussian filters: ``(B, 1, L, L)`` -> ``(B, octaves + 1, L, L)``.
 
     Kernel ``i`` has variance ``variance * scaling**i`` px^2, is truncated to ``kernel_size``
-    pixels and normalised to unit sum; borders are reflected. The kernels are a buffer.
+    pixels and normalised to unit sum; borders are reflected. A truncated, normalised 2D Gaussian
+    is the outer product of two normalised 1D ones, so it is applied separably (a column pass,
+    then a row pass: ``2 k`` instead of ``k^2`` multiplies per pixel). The kernels are a buffer.
     """
 
     def __init__(self, octaves: int = 4, kernel_size: int = 11, variance: float = 0.01,
@@ -88,18 +90,24 @@ class GaussianPyramid(nn.Module):
         super().__init__()
         half = kernel_size // 2
         coords = torch.arange(-half, half + 1, dtype=torch.float64)
-        r2 = coords[:, None] ** 2 + coords[None, :] ** 2
-        kernels = torch.stack(
-            [torch.exp(-r2 / (2 * variance * scaling**i)) for i in range(octaves + 1)]
+        k1d = torch.stack(
+            [torch.exp(-(coords**2) / (2 * variance * scaling**i)) for i in range(octaves + 1)]
         )
-        kernels = kernels / kernels.sum(dim=(1, 2), keepdim=True)
-        self.register_buffer("kernels", kernels[:, None].to(torch.float32))
+        k1d = k1d / k1d.sum(dim=1, keepdim=True)
+        self.register_buffer("kernels_1d", k1d.to(torch.float32))
         self.pad = half
+
+    def kernels_2d(self) -> torch.Tensor:
+        """Return the equivalent 2D kernels ``(octaves + 1, k, k)``."""
+        return self.kernels_1d[:, :, None] * self.kernels_1d[:, None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Filter ``(B, 1, L, L)`` images with every kernel."""
+        k = self.kernels_1d.to(x.dtype)
+        n = k.shape[0]
         x = nn.functional.pad(x, (self.pad,) * 4, mode="reflect")
-        return nn.functional.conv2d(x, self.kernels.to(x.dtype))
+        x = nn.functional.conv2d(x, k[:, None, :, None])  # along y
+        return nn.functional.conv2d(x, k[:, None, None, :], groups=n)  # along x
 
 
 def standardise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
