@@ -50,7 +50,6 @@ __all__ = [
     "align_maps",
     "apply_alignment",
     "flip_hand",
-    "fourier_crop",
     "hopf_grid",
     "lowpass_gaussian",
     "real_space_correlation",
@@ -88,21 +87,18 @@ def flip_hand(vol: Any) -> Any:
     return np.roll(out, 1, axis=0) if arr.shape[0] % 2 == 0 else out.copy()
 
 
-def fourier_crop(vol: np.ndarray, box: int) -> np.ndarray:
-    """Downsample a cubic map to ``box`` by cropping its centred Fourier transform.
+def _crop(vol: np.ndarray, box: int) -> np.ndarray:
+    """Fourier-crop to ``box`` (:func:`cryospin.core.fourier.fourier_crop`; mean preserved).
 
     The real-space centre ``D // 2`` maps to ``box // 2``, so a shift of ``s`` voxels at size
-    ``box`` is ``s * D / box`` voxels at size ``D``. Values are rescaled so the mean is preserved.
+    ``box`` is ``s * D / box`` voxels at size ``D``.
     """
-    arr = _to_numpy(vol).astype(np.float64)
-    d = arr.shape[0]
-    if box >= d:
+    from cryospin.core.fourier import fourier_crop
+
+    arr = np.asarray(vol, dtype=np.float64)
+    if box >= arr.shape[0]:
         return arr.copy()
-    f = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(arr)))
-    lo = d // 2 - box // 2
-    f = f[lo : lo + box, lo : lo + box, lo : lo + box]
-    out = np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(f))).real
-    return out * (box / d) ** 3
+    return fourier_crop(torch.as_tensor(arr), box, ndim=3).numpy()
 
 
 def lowpass_gaussian(vol: np.ndarray, sigma_per_voxel: float) -> np.ndarray:
@@ -302,8 +298,8 @@ class _Level:
         self.box = min(box, d)
         self.scale = d / self.box  # full-size voxels per level voxel
         self.dtype = dtype
-        r = lowpass_gaussian(fourier_crop(ref, self.box), sigma_frac * 0.5)
-        m = lowpass_gaussian(fourier_crop(mov, self.box), sigma_frac * 0.5)
+        r = lowpass_gaussian(_crop(ref, self.box), sigma_frac * 0.5)
+        m = lowpass_gaussian(_crop(mov, self.box), sigma_frac * 0.5)
         self.ref_np = r
         self.mov_np = m
         self.mov = torch.as_tensor(m, dtype=dtype)
