@@ -59,8 +59,10 @@ def _param(x: TensorLike | None, like: torch.Tensor, extra_dims: int) -> torch.T
     """Parameter as a tensor of ``like``'s dtype/device with ``extra_dims`` trailing unit axes."""
     if x is None:
         return None
-    t = torch.as_tensor(x, device=like.device)
-    t = t.to(like.dtype)
+    if isinstance(x, torch.Tensor):
+        t = x.to(device=like.device, dtype=like.dtype)
+    else:  # python floats / numpy arrays: convert straight to the target dtype (no float32 hop)
+        t = torch.as_tensor(np.asarray(x, dtype=np.float64), device=like.device).to(like.dtype)
     return t.reshape(*t.shape, *([1] * extra_dims))
 
 
