@@ -119,7 +119,7 @@ class AtomProjector:
         ff = self.model.form_factor(q, self.bfactor_A2)
         spec = np.einsum("szyx,szyx->zyx", ff, c) * (POTENTIAL_CONSTANT_V_A2 / self.pixel_size_A**3)
         spec = drop_nyquist(spec)
-        vol = np.fft.irfftn(spec, s=(n, n, n))
+        vol = np.fft.irfftn(spec, s=(n, n, n), axes=(0, 1, 2))
         idx = crop_indices(n, n)
         return vol[np.ix_(idx, idx, idx)]
 
@@ -167,7 +167,7 @@ def resample_map(
     """Resample a cubic map to ``box`` voxels of ``pixel_size_A`` (Fourier-exact, by type-2 NUFFT).
 
     The map's centre voxel ``D // 2`` stays at the centre ``box // 2``. Frequencies beyond the lower
-    of the two Nyquist limits are cut with a sharp spherical mask. Content outside the new box wraps
+    of the two Nyquist limits are cut (a cube, both grids being axis-aligned). Content outside the new box wraps
     around (choose a box that holds the molecule). Values keep their units (density per voxel).
     """
     volume = np.asarray(volume, dtype=np.float64)
@@ -180,12 +180,12 @@ def resample_map(
     kx = np.fft.rfftfreq(box, d=pixel_size_A)
     zz, yy, xx = np.meshgrid(kz, ky, kx, indexing="ij")
     kmax = 0.5 / max(voxel_A, pixel_size_A)
-    inside = (zz**2 + yy**2 + xx**2) <= kmax**2
+    inside = (np.abs(zz) < kmax) & (np.abs(yy) < kmax) & (np.abs(xx) < kmax)
     q = np.stack([zz[inside], yy[inside], xx[inside]], axis=1) * (d * voxel_A)
     spec = np.zeros(zz.shape, dtype=np.complex128)
     spec[inside] = nufft.type2_eval(fine, q, msp=msp)
     spec = drop_nyquist(spec)
     # continuous FT = voxel_A^3 * S; samples on the new grid = irfftn(FT) / pixel_size_A^3
-    vol = np.fft.irfftn(spec, s=(box, box, box)) * (voxel_A / pixel_size_A) ** 3
+    vol = np.fft.irfftn(spec, s=(box, box, box), axes=(0, 1, 2)) * (voxel_A / pixel_size_A) ** 3
     idx = crop_indices(box, box)
     return vol[np.ix_(idx, idx, idx)]

@@ -404,6 +404,10 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
 
     gt = projector.ground_truth_map()
     write_map(out / "gt_map.mrc", gt.astype(np.float32), apix)
+    label = f"cryospin simulate seed={config.seed}"
+    for name in ("particles.mrcs", "gt_map.mrc", "particles_clean.mrcs"):
+        if (out / name).is_file():
+            _fix_mrc_label(out / name, label)
 
     ctf_params = ctf if ctf is not None else CTFParams(
         *(np.zeros(n) for _ in range(2)), np.zeros(n), np.full(n, 300.0), np.zeros(n),
@@ -458,6 +462,18 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
         gt_map=out / "gt_map.mrc", meta_json=out / "meta.json",
         ground_truth=out / "ground_truth.npz", meta=meta,
     )
+
+
+def _fix_mrc_label(path: Path, label: str) -> None:
+    """Replace the first MRC header label (mrcfile writes a creation time there) by ``label``,
+    so that the same seed gives byte-identical files."""
+    text = label.encode("ascii", "replace")[:80].ljust(80)
+    with open(path, "r+b") as fh:
+        fh.seek(220)
+        nlabl = int(np.frombuffer(fh.read(4), dtype="<i4")[0])
+        fh.seek(220)
+        fh.write(np.array([max(nlabl, 1)], dtype="<i4").tobytes())
+        fh.write(text)
 
 
 def _store(block, images, clean, sv, nv, writer, clean_writer, signal_var, noise_var) -> None:
