@@ -23,3 +23,4 @@ def register_commands(cli: Any) -> None:
     from cryospin.io.info_cmd import info
 
     cli.add_command(info)
+    cli.add_command(__import__("cryospin.io.simulate.cli", fromlist=["simulate"]).simulate)
