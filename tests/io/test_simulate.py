@@ -259,9 +259,11 @@ def test_power_spectra_show_their_rows_ctf(sim, hsp90):
     mean_df = 0.5 * (stack.ctf.defocus_u_A + stack.ctf.defocus_v_A)
     for i in range(0, len(clean), 2):
         bare = render_clean(proj, stack.rotations[i], -stack.shifts_A[i])
-        ratio = np.abs(np.fft.fft2(clean[i])) ** 2 / np.abs(np.fft.fft2(bare)) ** 2
+        ps_bare = np.abs(np.fft.fft2(bare)) ** 2
+        # regularised: a few pixels where the bare projection's spectrum vanishes would dominate
+        ratio = np.abs(np.fft.fft2(clean[i])) ** 2 / (ps_bare + 0.01 * ps_bare[band].mean())
         corr = ctf2 @ z(ratio[band]) / band.sum()
-        assert corr[i] > 0.5, f"image {i}: power spectrum does not follow its CTF ({corr[i]:.2f})"
+        assert corr[i] > 0.8, f"image {i}: power spectrum does not follow its CTF ({corr[i]:.2f})"
         other = np.abs(mean_df - mean_df[i]) > 1500
         assert corr[i] > corr[other].max(), i
 
