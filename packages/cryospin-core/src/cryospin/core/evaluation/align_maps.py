@@ -334,23 +334,30 @@ class _Level:
     def refine(
         self, rot: np.ndarray, t: np.ndarray, iters: int
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Local L-BFGS (scipy, torch gradients) maximisation over rotation and translation."""
+        """Local L-BFGS (scipy, torch gradients) maximisation over rotation and translation.
+
+        The rotation increment is scaled by the mask radius so that a unit step of any parameter
+        moves the map's edge by about one voxel (a well-conditioned problem).
+        """
         from scipy.optimize import minimize
 
         r0 = torch.as_tensor(rot, dtype=torch.float64)
+        lever = max(self.box / 4.0, 1.0)
 
         def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
             p = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
-            loss = -self.score((_increment(p[:3]) @ r0)[None], p[None, 3:])[0]
+            loss = -self.score((_increment(p[:3] / lever) @ r0)[None], p[None, 3:])[0]
             loss.backward()
             assert p.grad is not None
             return float(loss.detach()), p.grad.numpy().astype(np.float64)
 
         x0 = np.concatenate([np.zeros(3), np.asarray(t, dtype=np.float64)])
-        res = minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": iters})
+        res = minimize(
+            fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": iters, "maxfun": 2 * iters}
+        )
         x = res.x if res.fun <= fun(x0)[0] else x0
         with torch.no_grad():
-            r = _project_so3((_increment(torch.as_tensor(x[:3])) @ r0).numpy())
+            r = _project_so3((_increment(torch.as_tensor(x[:3] / lever)) @ r0).numpy())
         t_new = np.asarray(x[3:], dtype=np.float64)
         return r, t_new, self.score_np(r, t_new)
 
@@ -470,7 +477,7 @@ def align_maps(
     _, flipped, rot, t_full = refined[0]
     timings["candidates"] = time.perf_counter() - t_start - sum(timings.values())
 
-    fine = _Level(ref_np, moved[flipped], refine_box, sigma_frac(refine_box, 0.6), torch.float32)
+    fine = _Level(ref_np, moved[flipped], refine_box, sigma_frac(refine_box, 0.6))
     rot, t_fine, _ = fine.refine(rot, t_full / fine.scale, iters=25)
     t_full = t_fine * fine.scale
     timings["refine"] = time.perf_counter() - t_start - sum(timings.values())

@@ -1,0 +1,175 @@
+"""Atomic writers for a run's evaluation files: ``fsc.csv``, ``summary.json``, any file.
+
+Every writer writes a temporary file in the destination folder and then moves it over the
+destination with :func:`os.replace` (atomic on POSIX and Windows within one file system), so a
+reader, or a run killed mid-write, sees either the old file or the complete new one, never a
+partial file. Parent folders are created.
+
+``fsc.csv`` columns: ``shell, frequency_per_A, resolution_A, fsc`` and then any extra named
+curves (e.g. ``fsc_masked``); ``resolution_A = 1 / frequency_per_A`` (``inf`` for shell 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "FSC_COLUMNS",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "read_fsc_csv",
+    "to_jsonable",
+    "write_fsc_csv",
+    "write_summary_json",
+]
+
+FSC_COLUMNS = ("shell", "frequency_per_A", "resolution_A", "fsc")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    On an exception the temporary file is removed and ``path`` is left untouched. The temporary
+    name keeps the destination's suffix, so tools that infer the format from it (e.g.
+    ``matplotlib.savefig``) still work.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}", dir=dest.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (fsync before the rename); returns the path."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and dataclass-like objects for JSON.
+
+    Non-finite floats become ``None`` (JSON has no NaN/inf).
+    """
+    if hasattr(obj, "detach"):
+        obj = obj.detach().cpu().numpy()
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer, int)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "to_dict"):
+        return to_jsonable(obj.to_dict())
+    return obj
+
+
+def write_summary_json(path: str | os.PathLike[str], summary: Mapping[str, Any]) -> Path:
+    """Write ``summary`` as indented JSON (:func:`to_jsonable`), atomically; returns the path."""
+    text = json.dumps(to_jsonable(summary), indent=2, sort_keys=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def write_fsc_csv(
+    path: str | os.PathLike[str],
+    frequency_per_A: Any,
+    fsc: Any,
+    extra_columns: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write an FSC curve (and optional extra curves on the same shells) to CSV, atomically.
+
+    Args:
+        path: destination, e.g. ``run/fsc.csv``.
+        frequency_per_A: ``(n,)`` shell frequencies in 1/Å (shell ``s`` at ``s / (D apix)``).
+        fsc: ``(n,)`` FSC values.
+        extra_columns: ``{name: (n,) values}`` appended after the four standard columns.
+
+    Values are written with ``repr`` precision (they parse back exactly); the resolution of
+    shell 0 is ``inf``.
+    """
+    freq = np.asarray(_np(frequency_per_A), dtype=np.float64).reshape(-1)
+    curve = np.asarray(_np(fsc), dtype=np.float64).reshape(-1)
+    extras = {
+        k: np.asarray(_np(v), dtype=np.float64).reshape(-1)
+        for k, v in (extra_columns or {}).items()
+    }
+    for name, arr in {"fsc": curve, **extras}.items():
+        if arr.shape != freq.shape:
+            raise ValueError(f"column {name!r} has {arr.size} values, expected {freq.size}")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*FSC_COLUMNS, *extras])
+    for i, f in enumerate(freq):
+        res = 1.0 / f if f > 0 else math.inf
+        w.writerow(
+            [
+                i,
+                repr(float(f)),
+                repr(float(res)),
+                repr(float(curve[i])),
+                *(repr(float(v[i])) for v in extras.values()),
+            ]
+        )
+    return atomic_write_text(path, buf.getvalue())
+
+
+def read_fsc_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read a file written by :func:`write_fsc_csv`: ``{column: values}`` (``shell`` as int)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    out: dict[str, np.ndarray] = {}
+    for j, name in enumerate(header):
+        vals = [r[j] for r in body]
+        out[name] = (
+            np.array([int(v) for v in vals])
+            if name == "shell"
+            else np.array([float(v) for v in vals], dtype=np.float64)
+        )
+    return out
+
+
+def _np(x: Any) -> Any:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
