@@ -31,13 +31,11 @@ def resolution_at(freq: np.ndarray, curve: np.ndarray, threshold: float) -> floa
     return resolution_at_threshold(torch.as_tensor(curve), box, apix, threshold)
 
 
-def align_to_truth(volume: Any, truth: Any, pixel_size_A: float, quick: bool = False) -> tuple[
-        np.ndarray, Any]:
+def align_to_truth(volume: Any, truth: Any, pixel_size_A: float) -> tuple[np.ndarray, Any]:
     """Align ``volume`` onto ``truth`` (global rotation and hand): ``(aligned map, info)``."""
     from cryospin.core.evaluation.align_maps import align_maps
 
-    kw: dict[str, Any] = {"top_k": 3} if quick else {}
-    return align_maps(np.asarray(truth), np.asarray(volume), pixel_size_A, **kw)
+    return align_maps(np.asarray(truth), np.asarray(volume), pixel_size_A)
 
 
 def pose_errors(estimated: np.ndarray, true: np.ndarray) -> Any:
@@ -47,19 +45,32 @@ def pose_errors(estimated: np.ndarray, true: np.ndarray) -> Any:
     return rotation_error(estimated, true)
 
 
-def epoch_metrics(trainer: Any, idx: np.ndarray) -> dict[str, Any]:
-    """Per-epoch metrics against the truth held by ``trainer.truth`` (empty when none)."""
+def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[str, Any]:
+    """Per-epoch metrics against the truth held by ``trainer.truth`` (empty when none).
+
+    Rotation errors after the best global rotation and hand
+    (:func:`~cryospin.core.evaluation.pose_error.rotation_error`). The resolution vs truth (FSC 0.5)
+    puts the map into the truth's frame with that same pose alignment when true poses are known
+    (cheap: one resampling, no search), else with a full
+    :func:`~cryospin.core.evaluation.align_maps.align_maps` search (only when ``with_map``).
+    """
     out: dict[str, Any] = {}
     truth = trainer.truth
+    res = None
     if truth.rotations is not None:
         res = pose_errors(trainer.rot[idx].numpy().astype(np.float64), truth.rotations[idx])
         out["rotation_error_median_deg"] = res.median_deg
         out["rotation_error_mean_deg"] = res.mean_deg
-    if truth.volume is not None:
+    if truth.volume is not None and (with_map or res is not None):
         with torch.no_grad():
             vol = trainer.decoder.to_map().detach().float().cpu().numpy()
         apix = trainer.data.pixel_size_A
-        aligned, _ = align_to_truth(vol, truth.volume, apix, quick=True)
+        if res is not None:
+            from cryospin.core.evaluation.align_maps import rotate_map
+
+            aligned = rotate_map(vol, res.rotation, flip=res.flipped)
+        else:
+            aligned, _ = align_to_truth(vol, truth.volume, apix)
         freq, curve = fsc_curve(aligned, truth.volume, apix)
         out["resolution_vs_truth_A"] = resolution_at(freq, curve, 0.5)
     return out

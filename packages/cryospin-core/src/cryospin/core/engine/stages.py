@@ -133,7 +133,7 @@ class AmortizedStage(PoseStage):
         elif shifts is not None:
             best_shift = shifts[ar, win].detach().cpu()
         rot = out.rotations[ar, win].detach().cpu()
-        return StepResult(float(loss), rot, win.cpu().numpy(), best_shift)
+        return StepResult(float(loss.detach()), rot, win.cpu().numpy(), best_shift)
 
     @torch.no_grad()
     def best_candidates(self, ctx: EngineContext, data: ParticleData, batch_size: int,
@@ -213,7 +213,7 @@ class DirectStage(PoseStage):
             ctx.dec_opt.step()
         with torch.no_grad():
             rot = table.rotations(rows).cpu()
-        return StepResult(float(loss), rot, None, table.shift[rows].clone() if use_shift else None)
+        return StepResult(float(loss.detach()), rot, None, table.shift[rows].clone() if use_shift else None)
 
     def state_dict(self) -> dict[str, Any]:
         """No own state (the table is checkpointed by the trainer)."""

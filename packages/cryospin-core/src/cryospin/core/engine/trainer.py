@@ -263,9 +263,8 @@ class Trainer:
         if self.prev_loss:
             rec["loss_change"] = abs(loss - self.prev_loss) / abs(self.prev_loss)
         ev = _evaluator()
-        last = epoch + 1 == cfg.epochs
-        if ev is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
-            rec.update(ev.epoch_metrics(self, idx))
+        if ev is not None:
+            rec.update(ev.epoch_metrics(self, idx, with_map=(epoch + 1) % cfg.eval_every == 0))
         switch = self._decide_switch(epoch, loss, head_change)
         self.prev_loss = loss
         self.prev_rot = self.rot.clone()
