@@ -84,7 +84,8 @@ class AtomModel:
 def bundled_model_path(name: str) -> Path:
     """Path of a bundled atomic model (``"2cg9"`` or ``"6vyb"``) inside the installed package."""
     if name not in BUNDLED_MODELS:
-        raise ModelError(f"no bundled model '{name}' (bundled: {', '.join(sorted(BUNDLED_MODELS))})")
+        known = ", ".join(sorted(BUNDLED_MODELS))
+        raise ModelError(f"no bundled model '{name}' (bundled: {known})")
     ref = resources.files("cryospin.io.simulate") / "data" / BUNDLED_MODELS[name]
     with resources.as_file(ref) as path:
         return Path(path)

@@ -12,49 +12,120 @@ from cryospin.core.errors import ConfigError
 
 @click.command("simulate")
 @click.option("--preset", type=click.Choice(["hsp90", "spike"]), help="bundled paper dataset")
-@click.option("--model", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="atomic model (PDB or mmCIF, may be gzipped)")
-@click.option("--map", "map_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="ground-truth MRC map (resampled to --pixel-size and --box)")
+@click.option(
+    "--model",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="atomic model (PDB or mmCIF, may be gzipped)",
+)
+@click.option(
+    "--map",
+    "map_",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="ground-truth MRC map (resampled to --pixel-size and --box)",
+)
 @click.option("--box", type=int, required=True, help="image side L in pixels (even)")
-@click.option("--pixel-size", type=float, default=None,
-              help="Å/pixel (presets: the paper's field of view, 128 x apix, scaled to --box)")
+@click.option(
+    "--pixel-size",
+    type=float,
+    default=None,
+    help="Å/pixel (presets: the paper's field of view, 128 x apix, scaled to --box)",
+)
 @click.option("--n", "n", type=int, required=True, help="number of particles")
-@click.option("--snr", type=float, default=0.1, show_default=True,
-              help="per-image SNR: noise variance = var(clean CTF-modulated image) / SNR")
-@click.option("--ctf", default="empiar10028", show_default=True,
-              help="CTF table (.pkl/.star/.cs/.npz), 'empiar10028' (bundled real table), "
-              "'ranges' (--defocus-range...) or 'none'")
-@click.option("--ctf-rows", type=click.Choice(["random", "sequential"]), default="random",
-              show_default=True, help="how table rows are assigned to particles")
-@click.option("--defocus-range", type=float, nargs=2, default=(10000.0, 25000.0),
-              show_default=True, help="mean defocus range in Å (--ctf ranges)")
-@click.option("--astigmatism-range", type=float, nargs=2, default=(0.0, 1000.0),
-              show_default=True, help="dfU - dfV range in Å (--ctf ranges)")
+@click.option(
+    "--snr",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="per-image SNR: noise variance = var(clean CTF-modulated image) / SNR",
+)
+@click.option(
+    "--ctf",
+    default="empiar10028",
+    show_default=True,
+    help="CTF table (.pkl/.star/.cs/.npz), 'empiar10028' (bundled real table), "
+    "'ranges' (--defocus-range...) or 'none'",
+)
+@click.option(
+    "--ctf-rows",
+    type=click.Choice(["random", "sequential"]),
+    default="random",
+    show_default=True,
+    help="how table rows are assigned to particles",
+)
+@click.option(
+    "--defocus-range",
+    type=float,
+    nargs=2,
+    default=(10000.0, 25000.0),
+    show_default=True,
+    help="mean defocus range in Å (--ctf ranges)",
+)
+@click.option(
+    "--astigmatism-range",
+    type=float,
+    nargs=2,
+    default=(0.0, 1000.0),
+    show_default=True,
+    help="dfU - dfV range in Å (--ctf ranges)",
+)
 @click.option("--voltage", type=float, default=300.0, show_default=True, help="kV (--ctf ranges)")
 @click.option("--cs", type=float, default=2.7, show_default=True, help="mm (--ctf ranges)")
-@click.option("--amplitude-contrast", type=float, default=0.1, show_default=True,
-              help="w (--ctf ranges)")
-@click.option("--rotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="poses to use (.star, .pkl, .cs, .npy) instead of Haar-uniform ones")
-@click.option("--shift-sigma", type=float, default=0.0, show_default=True,
-              help="Gaussian in-plane origins, sigma per axis in Å")
-@click.option("--shift-max", type=float, default=0.0, show_default=True,
-              help="uniform in-plane origins in [-max, max] Å")
-@click.option("--bfactor", type=float, default=0.0, show_default=True,
-              help="global B-factor applied to the atoms, Å^2")
-@click.option("--pad", type=int, default=2, show_default=True,
-              help="padding factor of the grid the CTF is applied on")
+@click.option(
+    "--amplitude-contrast", type=float, default=0.1, show_default=True, help="w (--ctf ranges)"
+)
+@click.option(
+    "--rotations",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="poses to use (.star, .pkl, .cs, .npy) instead of Haar-uniform ones",
+)
+@click.option(
+    "--shift-sigma",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Gaussian in-plane origins, sigma per axis in Å",
+)
+@click.option(
+    "--shift-max",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="uniform in-plane origins in [-max, max] Å",
+)
+@click.option(
+    "--bfactor",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="global B-factor applied to the atoms, Å^2",
+)
+@click.option(
+    "--pad",
+    type=int,
+    default=2,
+    show_default=True,
+    help="padding factor of the grid the CTF is applied on",
+)
 @click.option("--seed", type=int, required=True, help="random seed (bit-reproducible output)")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="output folder")
-@click.option("--cryodrgn/--no-cryodrgn", default=True, show_default=True,
-              help="also write cryoDRGN ctf.pkl and poses.pkl")
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="output folder"
+)
+@click.option(
+    "--cryodrgn/--no-cryodrgn",
+    default=True,
+    show_default=True,
+    help="also write cryoDRGN ctf.pkl and poses.pkl",
+)
 @click.option("--write-clean", is_flag=True, help="also write the noise-free particles_clean.mrcs")
-@click.option("--workers", type=int, default=1, show_default=True,
-              help="processes (the output does not depend on it)")
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="processes (the output does not depend on it)",
+)
 def simulate(**kw: object) -> None:
-    """Simulate particles from an atomic model or map: the paper's synthetic protocol.
+    r"""Simulate particles from an atomic model or map: the paper's synthetic protocol.
 
     Haar-uniform poses, real CTFs (default: the bundled EMPIAR-10028 table), optional shifts and
     white Gaussian noise at the given SNR. Writes particles.mrcs, particles.star (RELION 3.1),

@@ -38,7 +38,7 @@ def wavelength_A(voltage_kV: np.ndarray | float) -> np.ndarray:
 def evaluate_ctf(
     ky: np.ndarray, kx: np.ndarray, ctf: CTFParams, index: int, bfactor_A2: float | None = None
 ) -> np.ndarray:
-    """The CTF of particle ``index`` at frequencies ``(ky, kx)`` (1/Å, broadcastable arrays).
+    """Evaluate the CTF of particle ``index`` at frequencies ``(ky, kx)`` (1/Å, broadcastable).
 
     A B-factor (``bfactor_A2`` or the particle's own ``ctf.bfactor_A2``) multiplies the CTF by
     ``exp(-B s^2 / 4)``.
@@ -79,8 +79,10 @@ def _from_array(arr: np.ndarray, source: str) -> CTFParams:
 
 
 def _shortest_float32(values: np.ndarray) -> np.ndarray:
-    """Values stored as float32 (e.g. cryoDRGN ctf.pkl) as their shortest decimal (0.1, not
-    0.10000000149), so they are written to STAR files as the table means them."""
+    """Return float32-stored values (e.g. cryoDRGN ctf.pkl) as their shortest decimal.
+
+    0.1, not 0.10000000149: they are then written to STAR files as the table means them.
+    """
     v = np.asarray(values, dtype=np.float64)
     as32 = v.astype(np.float32)
     if np.array_equal(as32.astype(np.float64), v):
@@ -95,14 +97,14 @@ def _clean(ctf: CTFParams) -> CTFParams:
 
 
 def bundled_ctf_table() -> CTFParams:
-    """The bundled real CTF table of EMPIAR-10028 (105,247 rows; see ``data/PROVENANCE.md``)."""
+    """Load the bundled real CTF table of EMPIAR-10028 (105,247 rows; ``data/PROVENANCE.md``)."""
     ref = resources.files("cryospin.io.simulate") / "data" / "empiar10028_ctf.npz"
     with resources.as_file(ref) as path, np.load(path) as z:
         return _from_array(z["ctf"], "bundled empiar10028_ctf.npz")
 
 
 def load_ctf_table(source: str | Path) -> CTFParams:
-    """Read a CTF table: ``"empiar10028"`` (bundled), cryoDRGN ``.pkl``, ``.npz``, ``.star``, ``.cs``.
+    """Read a CTF table: ``empiar10028`` (bundled), cryoDRGN ``.pkl``, ``.npz``, ``.star``, ``.cs``.
 
     Values are taken as they are (defocus, astigmatism, kV, Cs, w, phase shift).
 
@@ -144,8 +146,11 @@ def ctf_from_ranges(
     cs_mm: float,
     amplitude_contrast: float,
 ) -> CTFParams:
-    """Random CTFs: mean defocus uniform in ``defocus_A``, dfU - dfV uniform in ``astigmatism_A``,
-    astigmatism angle uniform in [-90, 90) degrees; fixed voltage, Cs and ``w``."""
+    """Draw random CTFs from ranges.
+
+    Mean defocus uniform in ``defocus_A``, dfU - dfV uniform in ``astigmatism_A``, astigmatism
+    angle uniform in [-90, 90) degrees; fixed voltage, Cs and ``w``.
+    """
     mean = rng.uniform(*defocus_A, size=n)
     astig = rng.uniform(*astigmatism_A, size=n)
     angle = rng.uniform(-90.0, 90.0, size=n)

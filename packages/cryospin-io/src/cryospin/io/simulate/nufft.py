@@ -78,19 +78,25 @@ def type1_rfft(
         idx %= m
         sp = species[start : start + chunk].astype(np.int64)
         wt = weights[start : start + chunk].astype(np.float64)
+        # Loop over the first axis' stencil offsets: small, cache-friendly scatter batches.
+        lead = (sp[:, None] * m + idx[:, 0]) * m  # (p, 2msp)
+        wlead = wt[:, None] * w1[:, 0]
         if d == 2:
-            rows = (sp[:, None] * m + idx[:, 0]) * m  # (p, 2msp)
-            flat = rows[:, :, None] + idx[:, 1, None, :]
-            w = (wt[:, None] * w1[:, 0])[:, :, None] * w1[:, 1, None, :]
+            for a in range(2 * msp):
+                np.add.at(
+                    grid,
+                    (lead[:, a, None] + idx[:, 1]).ravel(),
+                    (wlead[:, a, None] * w1[:, 1]).ravel(),
+                )
         elif d == 3:
-            planes = (sp[:, None] * m + idx[:, 0]) * m
-            rows = (planes[:, :, None] + idx[:, 1, None, :]) * m
-            flat = rows[:, :, :, None] + idx[:, 2, None, None, :]
-            wzy = (wt[:, None] * w1[:, 0])[:, :, None] * w1[:, 1, None, :]
-            w = wzy[:, :, :, None] * w1[:, 2, None, None, :]
-        else:
-            raise ValueError(f"type1_rfft supports 2 or 3 dimensions, not {d}")
-        np.add.at(grid, flat.ravel(), w.ravel())
+            rest = idx[:, 1, :, None] * m + idx[:, 2, None, :]  # (p, 2msp, 2msp)
+            wrest = w1[:, 1, :, None] * w1[:, 2, None, :]
+            for a in range(2 * msp):
+                np.add.at(
+                    grid,
+                    (lead[:, a, None, None] * m + rest).ravel(),
+                    (wlead[:, a, None, None] * wrest).ravel(),
+                )
     full, half = rfft_modes(n)
     # Transform axis by axis, keeping only the wanted modes after each pass (last axis first).
     spec = np.fft.rfft(grid.reshape((n_species,) + (m,) * d), axis=-1)[..., : n // 2 + 1]
@@ -146,7 +152,8 @@ def type2_eval(
         idx = base[:, :, None] + offs
         w1 = np.exp(-((idx - v[:, :, None]) ** 2) / (4.0 * tau))
         idx %= m
-        flat = (idx[:, 0, :, None, None] * m + idx[:, 1, None, :, None]) * m + idx[:, 2, None, None, :]
+        flat = (idx[:, 0, :, None, None] * m + idx[:, 1, None, :, None]) * m
+        flat = flat + idx[:, 2, None, None, :]
         wt = w1[:, 0, :, None, None] * w1[:, 1, None, :, None] * w1[:, 2, None, None, :]
         out[start : start + chunk] = (flat_spec[flat] * wt).sum(axis=(1, 2, 3))
     return out / (4.0 * np.pi * tau) ** 1.5

@@ -50,7 +50,7 @@ def drop_nyquist(spec: np.ndarray) -> np.ndarray:
 
 
 def crop_indices(box: int, padded: int) -> np.ndarray:
-    """Indices of a centred ``box`` window (centre pixel ``box // 2``) in an fft-order array."""
+    """Return the indices of a centred ``box`` window (centre ``box // 2``) in fft order."""
     return (np.arange(box) - box // 2) % padded
 
 
@@ -106,7 +106,7 @@ class AtomProjector:
         return drop_nyquist(spec)
 
     def ground_truth_map(self, msp: int = 6) -> np.ndarray:
-        """The potential (V) on the ``L^3`` grid ``[z, y, x]``, centre of mass at ``L // 2``."""
+        """Compute the potential (V) on the ``L^3`` grid ``[z, y, x]``, centre of mass at L // 2."""
         n = self.box
         coords = self.model.xyz_A[:, [2, 1, 0]] / self.pixel_size_A
         c = nufft.type1_rfft(
@@ -157,7 +157,7 @@ class MapProjector:
         return drop_nyquist(out.reshape(self.ky.shape[0], self.kx.shape[1]))
 
     def ground_truth_map(self) -> np.ndarray:
-        """The map itself."""
+        """Return a copy of the map."""
         return self.volume.copy()
 
 
@@ -167,7 +167,8 @@ def resample_map(
     """Resample a cubic map to ``box`` voxels of ``pixel_size_A`` (Fourier-exact, by type-2 NUFFT).
 
     The map's centre voxel ``D // 2`` stays at the centre ``box // 2``. Frequencies beyond the lower
-    of the two Nyquist limits are cut (a cube, both grids being axis-aligned). Content outside the new box wraps
+    of the two Nyquist limits are cut (a cube, both grids being axis-aligned). Content outside the
+    new box wraps
     around (choose a box that holds the molecule). Values keep their units (density per voxel).
     """
     volume = np.asarray(volume, dtype=np.float64)
@@ -186,6 +187,7 @@ def resample_map(
     spec[inside] = nufft.type2_eval(fine, q, msp=msp)
     spec = drop_nyquist(spec)
     # continuous FT = voxel_A^3 * S; samples on the new grid = irfftn(FT) / pixel_size_A^3
-    vol = np.fft.irfftn(spec, s=(box, box, box), axes=(0, 1, 2)) * (voxel_A / pixel_size_A) ** 3
+    vol = np.fft.irfftn(spec, s=(box, box, box), axes=(0, 1, 2))
+    vol *= (voxel_A / pixel_size_A) ** 3
     idx = crop_indices(box, box)
     return vol[np.ix_(idx, idx, idx)]

@@ -52,10 +52,18 @@ from cryospin.io.simulate.projector import (
 
 #: Paper Sec. 5: ground truths of 128^3 at these pixel sizes (HSP 1.5 Å, spike 2.13 Å).
 PRESETS: dict[str, dict[str, Any]] = {
-    "hsp90": {"model": "2cg9", "paper_box": 128, "paper_pixel_A": 1.5,
-              "what": "HSP90-Sba1 closed complex, PDB 2CG9 (the paper's HSP)"},
-    "spike": {"model": "6vyb", "paper_box": 128, "paper_pixel_A": 2.13,
-              "what": "SARS-CoV-2 spike (open), PDB 6VYB (the paper's spike)"},
+    "hsp90": {
+        "model": "2cg9",
+        "paper_box": 128,
+        "paper_pixel_A": 1.5,
+        "what": "HSP90-Sba1 closed complex, PDB 2CG9 (the paper's HSP)",
+    },
+    "spike": {
+        "model": "6vyb",
+        "paper_box": 128,
+        "paper_pixel_A": 2.13,
+        "what": "SARS-CoV-2 spike (open), PDB 6VYB (the paper's spike)",
+    },
 }
 
 BLOCK = 256  # particles per noise stream (fixed: results do not depend on the worker count)
@@ -66,7 +74,7 @@ SNR_DEFINITION = (
 
 
 def preset_pixel_size(preset: str, box: int) -> float:
-    """The preset's pixel size for ``box``: the paper's field of view (``128 x apix``) kept."""
+    """Return the preset's pixel size for ``box``, keeping the paper's field of view."""
     p = PRESETS[preset]
     return p["paper_pixel_A"] * p["paper_box"] / box
 
@@ -83,7 +91,9 @@ class SimulationConfig(BaseModel):
     model: Path | None = None
     map: Path | None = None
     box: int = Field(128, ge=16, description="image side L (even)")
-    pixel_size: float | None = Field(None, gt=0, description="Å; presets default to the paper's FOV")
+    pixel_size: float | None = Field(
+        None, gt=0, description="Å; presets default to the paper's field of view"
+    )
     n: int = Field(1000, ge=1, description="number of particles")
     snr: float = Field(0.1, gt=0, description="per-image SNR (see SNR_DEFINITION)")
     ctf: str | None = Field(
@@ -211,7 +221,12 @@ def _draw_ctf(config: SimulationConfig, rng: np.random.Generator) -> tuple[CTFPa
         return None, None
     if config.ctf == "ranges":
         c = ctf_mod.ctf_from_ranges(
-            rng, n, config.defocus_range, config.astigmatism_range, config.voltage, config.cs,
+            rng,
+            n,
+            config.defocus_range,
+            config.astigmatism_range,
+            config.voltage,
+            config.cs,
             config.amplitude_contrast,
         )
         rows = None
@@ -244,7 +259,7 @@ def render_clean(
     ctf: CTFParams | None = None,
     index: int = 0,
 ) -> np.ndarray:
-    """The clean image ``(L, L)`` of one particle: projection, CTF, translation by ``shift_A``.
+    """Render the clean image ``(L, L)`` of one particle: projection, CTF, shift ``shift_A``.
 
     ``shift_A`` is the translation ``(x, y)`` of the image content in Å (``-origin``).
     """
@@ -270,8 +285,9 @@ def _render_block(block: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, 
     signal_var = np.empty(hi - lo)
     noise_var = np.empty(hi - lo)
     for j, i in enumerate(range(lo, hi)):
-        clean = render_clean(st["projector"], st["rotations"][i], st["content_shift"][i],
-                             st["ctf"], i)
+        clean = render_clean(
+            st["projector"], st["rotations"][i], st["content_shift"][i], st["ctf"], i
+        )
         var = float(np.var(clean))
         sigma = math.sqrt(var / st["snr"])
         noise = rng.standard_normal(clean.shape) * sigma
@@ -291,21 +307,31 @@ def _build_projector(config: SimulationConfig) -> tuple[AtomProjector | MapProje
         vol, voxel = read_map(config.map)
         apix = float(config.pixel_size) if config.pixel_size is not None else float(voxel)
         vol = resample_map(vol, voxel, config.box, apix)
-        info.update(source="map", map=str(config.map), map_voxel_A=float(voxel),
-                    map_box=int(np.shape(vol)[0]))
+        info.update(
+            source="map",
+            map=str(config.map),
+            map_voxel_A=float(voxel),
+            map_box=int(np.shape(vol)[0]),
+        )
         return MapProjector(vol, apix, pad=config.pad), apix, info
     if config.preset is not None:
         name = PRESETS[config.preset]["model"]
         model: AtomModel = load_atom_model(bundled_model_path(name))
-        info.update(source="atoms", preset=config.preset, model=f"bundled {name}.pdb.gz",
-                    what=PRESETS[config.preset]["what"])
+        info.update(
+            source="atoms",
+            preset=config.preset,
+            model=f"bundled {name}.pdb.gz",
+            what=PRESETS[config.preset]["what"],
+        )
     else:
         assert config.model is not None
         model = load_atom_model(config.model)
         info.update(source="atoms", model=str(config.model))
     apix = config.resolved_pixel_size
     info.update(
-        n_atoms=len(model), elements=model.elements, max_radius_A=model.max_radius_A,
+        n_atoms=len(model),
+        elements=model.elements,
+        max_radius_A=model.max_radius_A,
         center_of_mass_A=model.center_of_mass_A.tolist(),
         form_factors="electron, International Tables C 4.3.2.2 (gemmi Element.c4322)",
     )
@@ -315,7 +341,8 @@ def _build_projector(config: SimulationConfig) -> tuple[AtomProjector | MapProje
             f"the model reaches {model.max_radius_A:.1f} Å from its centre of mass, beyond the "
             f"half box {half_box:.1f} Å: it is cut by the box"
         )
-    return AtomProjector(model, config.box, apix, pad=config.pad, bfactor_A2=config.bfactor), apix, info
+    proj = AtomProjector(model, config.box, apix, pad=config.pad, bfactor_A2=config.bfactor)
+    return proj, apix, info
 
 
 def _versions() -> dict[str, str]:
@@ -376,15 +403,23 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
 
     _STATE.clear()
     _STATE.update(
-        projector=projector, rotations=rot, content_shift=-origins, ctf=ctf, n=n,
-        snr=float(config.snr), seed=int(config.seed), keep_clean=bool(config.write_clean),
+        projector=projector,
+        rotations=rot,
+        content_shift=-origins,
+        ctf=ctf,
+        n=n,
+        snr=float(config.snr),
+        seed=int(config.seed),
+        keep_clean=bool(config.write_clean),
     )
     n_blocks = (n + BLOCK - 1) // BLOCK
     signal_var = np.empty(n)
     noise_var = np.empty(n)
     stack_path = out / "particles.mrcs"
     clean_writer = (
-        StackWriter(out / "particles_clean.mrcs", n, config.box, apix) if config.write_clean else None
+        StackWriter(out / "particles_clean.mrcs", n, config.box, apix)
+        if config.write_clean
+        else None
     )
     workers = min(config.workers, n_blocks, os.cpu_count() or 1)
     with StackWriter(stack_path, n, config.box, apix) as writer:
@@ -393,8 +428,9 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
             with ctx.Pool(workers) as pool:
                 results = pool.imap(_render_block, range(n_blocks))
                 for block, images, clean, sv, nv in results:
-                    _store(block, images, clean, sv, nv, writer, clean_writer, signal_var,
-                           noise_var)
+                    _store(
+                        block, images, clean, sv, nv, writer, clean_writer, signal_var, noise_var
+                    )
         else:
             for block in range(n_blocks):
                 _store(*_render_block(block), writer, clean_writer, signal_var, noise_var)
@@ -409,13 +445,27 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
         if (out / name).is_file():
             _fix_mrc_label(out / name, label)
 
-    ctf_params = ctf if ctf is not None else CTFParams(
-        *(np.zeros(n) for _ in range(2)), np.zeros(n), np.full(n, 300.0), np.zeros(n),
-        np.zeros(n), np.zeros(n),
+    ctf_params = (
+        ctf
+        if ctf is not None
+        else CTFParams(
+            *(np.zeros(n) for _ in range(2)),
+            np.zeros(n),
+            np.full(n, 300.0),
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(n),
+        )
     )
     names = stack_image_names("particles.mrcs", n)
     stack = new_particle_stack(
-        names, ctf_params, apix, config.box, rotations=rot, shifts_A=origins, half_set=half_set,
+        names,
+        ctf_params,
+        apix,
+        config.box,
+        rotations=rot,
+        shifts_A=origins,
+        half_set=half_set,
         path=out / "particles.star",
     )
     write_star(out / "particles.star", stack)
@@ -425,9 +475,14 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
         write_ctf_pkl(out / "ctf.pkl", ctf_params, config.box, apix)
         write_poses_pkl(out / "poses.pkl", rot, origins, config.box, apix)
     np.savez_compressed(
-        out / "ground_truth.npz", rotations=rot, euler_deg=euler, origins_A=origins,
-        ctf_rows=np.full(n, -1) if rows is None else np.asarray(rows), half_set=half_set,
-        signal_var=signal_var, noise_var=noise_var,
+        out / "ground_truth.npz",
+        rotations=rot,
+        euler_deg=euler,
+        origins_A=origins,
+        ctf_rows=np.full(n, -1) if rows is None else np.asarray(rows),
+        half_set=half_set,
+        signal_var=signal_var,
+        noise_var=noise_var,
     )
     measured = signal_var / noise_var
     meta = {
@@ -458,15 +513,21 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
     meta["outputs"] = sorted(set(meta["outputs"]) | {"meta.json"})
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SimulationResult(
-        out=out, particles_star=out / "particles.star", particles_mrcs=stack_path,
-        gt_map=out / "gt_map.mrc", meta_json=out / "meta.json",
-        ground_truth=out / "ground_truth.npz", meta=meta,
+        out=out,
+        particles_star=out / "particles.star",
+        particles_mrcs=stack_path,
+        gt_map=out / "gt_map.mrc",
+        meta_json=out / "meta.json",
+        ground_truth=out / "ground_truth.npz",
+        meta=meta,
     )
 
 
 def _fix_mrc_label(path: Path, label: str) -> None:
-    """Replace the first MRC header label (mrcfile writes a creation time there) by ``label``,
-    so that the same seed gives byte-identical files."""
+    """Replace the first MRC header label (mrcfile writes a creation time there) by ``label``.
+
+    The same seed then gives byte-identical files.
+    """
     text = label.encode("ascii", "replace")[:80].ljust(80)
     with open(path, "r+b") as fh:
         fh.seek(220)
