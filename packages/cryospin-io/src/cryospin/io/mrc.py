@@ -9,6 +9,7 @@ Maps are written as MRC float32 with the voxel size and a zero origin, axes in M
 
 from __future__ import annotations
 
+import mmap
 import os
 import warnings
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from cryospin.io.atomic import atomic_path
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 _DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
 _MAX_OPEN = 64
+_FAULT_AROUND = max(mmap.PAGESIZE, 65536)  # Linux's default fault_around_bytes
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,41 @@ def _open_mmap(path: Path) -> tuple[mrcfile.mrcmemmap.MrcMemmap, np.ndarray]:
     if data is None:
         mrc.close()
         raise InputError(f"{path}: MRC data block could not be mapped (truncated or corrupt)")
+    mm = getattr(data, "_mmap", None)
+    if mm is not None and hasattr(mmap, "MADV_RANDOM"):
+        # Particle access is random: no read-around, which would map (and keep resident)
+        # neighbouring images that were not asked for.
+        mm.madvise(mmap.MADV_RANDOM)
     return mrc, (data[None] if data.ndim == 2 else data)
+
+
+def _release(data: np.ndarray, rows: np.ndarray, flush: bool = False) -> None:
+    """Unmap the pages of images ``rows`` of ``data`` (a memory map) from this process.
+
+    Pages of a file mapping stay resident (and count in the process's RSS) once touched; an
+    epoch over a large stack would otherwise map the whole file. ``MADV_DONTNEED`` drops them
+    from this process; the kernel's page cache keeps them, so a re-read is still fast. With
+    ``flush`` (a writable shared map) the pages are written back first.
+    """
+    mm = getattr(data, "_mmap", None)
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mm is None or advice is None or data.ndim != 3:
+        return
+    size = data[0].nbytes
+    base = int(data.offset) % mmap.ALLOCATIONGRANULARITY  # numpy maps from this boundary
+    rows = np.unique(rows)
+    breaks = np.nonzero(np.diff(rows) != 1)[0] + 1
+    for run in np.split(rows, breaks):  # runs of consecutive images: one call each
+        start = base + int(run[0]) * size
+        end = base + (int(run[-1]) + 1) * size
+        aligned = start - start % mmap.PAGESIZE
+        if flush:
+            mm.flush(aligned, end - aligned)
+        # A read fault also maps the cached pages of its 64 KiB "fault-around" window, which
+        # reach into the neighbouring images: drop whole windows.
+        lo = start - start % _FAULT_AROUND
+        hi = min(-(-end // _FAULT_AROUND) * _FAULT_AROUND, len(mm))
+        mm.madvise(advice, lo, hi - lo)
 
 
 class MrcImageReader:
@@ -141,6 +177,7 @@ class MrcImageReader:
             order = np.argsort(rows, kind="stable")
             # Sorted access reads the file front to back; then scatter back to request order.
             out[sel[order]] = data[rows[order]]
+            _release(data, rows)
         bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
         if bad.any():
             k = int(np.nonzero(bad)[0][0])
@@ -202,8 +239,9 @@ def write_mrc_stack(path: str | os.PathLike[str], images: np.ndarray, pixel_size
 class StackWriter:
     """Append images to an MRC float32 stack in batches, without holding the stack in RAM.
 
-    The file is created at its full size (``n`` images) and filled through a memory map; it
-    appears under its final name only on :meth:`close` (written atomically)::
+    The file is created at its full size (``n`` images) and filled through a memory map whose
+    pages are written back and released after each batch (RSS stays flat); it appears under
+    its final name only on :meth:`close` (written atomically)::
 
         with StackWriter(path, n, box, pixel_size_A) as w:
             for batch in batches:
@@ -230,6 +268,7 @@ class StackWriter:
         if end > self.n:
             raise ValueError(f"{self.path}: writing image {end} of a stack sized for {self.n}")
         self._mrc.data[self.count : end] = images
+        _release(self._mrc.data, np.arange(self.count, end), flush=True)
         self.count = end
 
     def close(self, exc: BaseException | None = None) -> None:
