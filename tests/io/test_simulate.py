@@ -406,19 +406,50 @@ def test_signal_component_is_projection_of_gt_map_at_stored_pose(sim):
         t = -stack.shifts_A[i]  # content moves by -origin
         ramp = np.exp(-2j * np.pi * (kx * t[0] + ky * t[1]))
         spec = proj.spectrum(stack.rotations[i]) * ctf * ramp
-        ref = np.fft.irfft2(spec, s=(p, p))[np.ix_(idx, idx)]
+        # default contrast "bright": the stack holds -CTF * projection (RELION convention)
+        ref = -np.fft.irfft2(spec, s=(p, p))[np.ix_(idx, idx)]
         a, b = lp(ref), lp(clean[i])
         assert np.sqrt(((a - b) ** 2).mean() / (b**2).mean()) < 0.02, i
         slopes.append((images[i] * ref).sum() / (ref * ref).sum())
     assert abs(np.mean(slopes) - 1) < 0.1
 
 
-def test_contrast_is_protein_dark(sim):
+def test_contrast_bright_by_default_and_matches_cryospin_io_default(sim, tmp_path):
+    """Default: protein-bright stack (RELION convention); cryospin-io's default for .star
+    (invert) then turns it into the core's forward model CTF * projection (protein dark)."""
+    from cryospin.io.preprocess import default_invert
+    from cryospin.io.star import read_star
+
     clean = _stack(sim.out / "particles_clean.mrcs")
-    # the mean of an image is CTF(0) * projection mean, CTF(0) = -w < 0
-    assert np.all(clean.mean(axis=(1, 2)) < 0)
+    # the mean of a clean image is -CTF(0) * projection mean = +w * mean > 0
+    assert np.all(clean.mean(axis=(1, 2)) > 0)
     meta = json.loads(sim.meta_json.read_text())
-    assert "dark" in meta["contrast"]
+    assert meta["contrast"] == "bright" and "bright" in meta["contrast_definition"]
+    assert default_invert(read_star(sim.particles_star)) is True
+    dark = simulate_dataset(
+        SimulationConfig(
+            preset="hsp90",
+            box=24,
+            n=4,
+            seed=3,
+            contrast="dark",
+            out=tmp_path / "d",
+            write_clean=True,
+        )
+    )
+    assert np.all(_stack(dark.out / "particles_clean.mrcs").mean(axis=(1, 2)) < 0)
+
+
+def test_no_ctf_is_written_as_minus_one(tmp_path):
+    from cryospin.io.star import read_star
+
+    res = simulate_dataset(
+        SimulationConfig(preset="hsp90", box=24, n=3, seed=0, ctf=None, out=tmp_path / "n")
+    )
+    stack = read_star(res.particles_star)
+    k = np.fft.fftfreq(24, d=stack.pixel_size_A)
+    for i in range(3):
+        np.testing.assert_array_equal(evaluate_ctf(k[:, None], k[None, :], stack.ctf, i), -1.0)
 
 
 # --------------------------------------------------------------------------------------------

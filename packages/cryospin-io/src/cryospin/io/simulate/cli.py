@@ -74,6 +74,14 @@ from cryospin.core.errors import ConfigError
     "--amplitude-contrast", type=float, default=0.1, show_default=True, help="w (--ctf ranges)"
 )
 @click.option(
+    "--contrast",
+    type=click.Choice(["bright", "dark"]),
+    default="bright",
+    show_default=True,
+    help="protein-bright stack (RELION/cryoDRGN convention; cryospin-io inverts .star by "
+    "default) or protein-dark (raw micrographs)",
+)
+@click.option(
     "--rotations",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="poses to use (.star, .pkl, .cs, .npy) instead of Haar-uniform ones",

@@ -17,6 +17,7 @@ bundled EMPIAR-10028 table ``empiar10028``), used as they are, or uniform ranges
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -90,10 +91,22 @@ def _shortest_float32(values: np.ndarray) -> np.ndarray:
     return v
 
 
-def _clean(ctf: CTFParams) -> CTFParams:
+def map_ctf(ctf: CTFParams, fn: Callable[[np.ndarray], np.ndarray]) -> CTFParams:
+    """Apply ``fn`` to every per-particle array of ``ctf`` (``None`` B-factors stay ``None``)."""
     return CTFParams(
-        **{k: (None if v is None else _shortest_float32(v)) for k, v in ctf.__dict__.items()}
+        defocus_u_A=fn(ctf.defocus_u_A),
+        defocus_v_A=fn(ctf.defocus_v_A),
+        defocus_angle_deg=fn(ctf.defocus_angle_deg),
+        voltage_kV=fn(ctf.voltage_kV),
+        cs_mm=fn(ctf.cs_mm),
+        amplitude_contrast=fn(ctf.amplitude_contrast),
+        phase_shift_deg=fn(ctf.phase_shift_deg),
+        bfactor_A2=None if ctf.bfactor_A2 is None else fn(ctf.bfactor_A2),
     )
+
+
+def _clean(ctf: CTFParams) -> CTFParams:
+    return map_ctf(ctf, _shortest_float32)
 
 
 def bundled_ctf_table() -> CTFParams:

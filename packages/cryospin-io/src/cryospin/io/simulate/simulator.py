@@ -9,8 +9,14 @@ Image formation, per particle ``i`` (forward model; RELION conventions)::
   (RELION matrix ``A``, map -> image coordinates), on a grid padded to ``P = pad * L`` pixels
   (:mod:`cryospin.io.simulate.projector`; no voxel interpolation anywhere). The CTF acts on the
   padded grid, so signal delocalised by defocus leaves the box instead of wrapping around.
-* ``CTF_i``: :func:`cryospin.io.simulate.ctf.evaluate_ctf` (CTF(0) = -w): positive potential
-  comes out **dark**, as protein does in raw micrographs (``meta.json["contrast"]``).
+* ``CTF_i``: :func:`cryospin.io.simulate.ctf.evaluate_ctf` (cryoDRGN's / cryospin.core's sign,
+  CTF(0) = -w): ``clean_i`` as written above is protein-**dark**, as in raw micrographs.
+* **Contrast of the written stack** (``contrast``, default ``"bright"``): RELION-convention stacks
+  are protein-bright (RELION extracts with inverted contrast; its CTF has the opposite sign), and
+  cryospin-io inverts ``.star`` stacks by default (:func:`cryospin.io.preprocess.default_invert`),
+  as cryoDRGN does. So by default the simulator writes ``-clean_i`` (+ noise): read back through
+  cryospin-io with its defaults, or by RELION or cryoDRGN, the images match each tool's forward
+  model. ``contrast="dark"`` writes ``clean_i`` (the raw-micrograph convention).
 * ``t_i = -origin_i``: the image content is translated by minus the RELION origin
   (``rlnOriginXAngst/YAngst``), so shifting the image by ``+origin`` recentres the particle.
 * **SNR definition** (the paper's code): per image, noise variance = variance over the ``L x L`` box
@@ -67,7 +73,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 BLOCK = 256  # particles per noise stream (fixed: results do not depend on the worker count)
-CONTRAST = "protein dark: image = IDFT[CTF * projection], CTF(0) = -w < 0 (raw-data convention)"
+CONTRASTS = {
+    "bright": "protein bright (RELION stack convention): image = -IDFT[CTF * projection] + noise "
+    "with CTF(0) = -w (cryospin.core.ctf sign), i.e. RELION's CTF times the projection; "
+    "cryospin-io inverts .star stacks by default (default_invert), as cryoDRGN does",
+    "dark": "protein dark (raw-micrograph convention): image = IDFT[CTF * projection] + noise "
+    "with CTF(0) = -w (cryospin.core.ctf sign); read it with invert=False",
+}
+CONTRAST = CONTRASTS["bright"]
 SNR_DEFINITION = (
     "per image: noise variance = var(clean CTF-modulated projection over the L x L box) / SNR"
 )
@@ -107,6 +120,7 @@ class SimulationConfig(BaseModel):
     voltage: float = 300.0
     cs: float = 2.7
     amplitude_contrast: float = 0.1
+    contrast: Literal["bright", "dark"] = "bright"
     rotations: Path | None = Field(None, description="poses file (.star, .pkl, .cs, .npy)")
     shift_sigma: float = Field(0.0, ge=0, description="Gaussian origin sigma per axis, Å")
     shift_max: float = Field(0.0, ge=0, description="uniform origins in [-max, max], Å")
@@ -215,10 +229,28 @@ def _quantise_poses(rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return euler, euler_to_rotations(euler[:, 0], euler[:, 1], euler[:, 2])
 
 
-def _draw_ctf(config: SimulationConfig, rng: np.random.Generator) -> tuple[CTFParams | None, Any]:
+def no_ctf(n: int) -> CTFParams:
+    """CTF parameters that evaluate to exactly ``-1`` (``w = 1``, zero defocus, ``Cs = 0``).
+
+    Used for ``ctf=None``: an ideal amplitude-contrast image, written to the STAR file so that
+    every reader's CTF formula reproduces it.
+    """
+    zeros = np.zeros(n)
+    return CTFParams(
+        defocus_u_A=zeros.copy(),
+        defocus_v_A=zeros.copy(),
+        defocus_angle_deg=zeros.copy(),
+        voltage_kV=np.full(n, 300.0),
+        cs_mm=zeros.copy(),
+        amplitude_contrast=np.ones(n),
+        phase_shift_deg=zeros.copy(),
+    )
+
+
+def _draw_ctf(config: SimulationConfig, rng: np.random.Generator) -> tuple[CTFParams, Any]:
     n = config.n
     if config.ctf is None or str(config.ctf).lower() == "none":
-        return None, None
+        return no_ctf(n), None
     if config.ctf == "ranges":
         c = ctf_mod.ctf_from_ranges(
             rng,
@@ -241,7 +273,7 @@ def _draw_ctf(config: SimulationConfig, rng: np.random.Generator) -> tuple[CTFPa
         else:
             rows = rng.integers(0, n_rows, size=n)
         c = table.subset(rows)
-    c = CTFParams(**{k: (None if v is None else _star_round(v)) for k, v in c.__dict__.items()})
+    c = ctf_mod.map_ctf(c, _star_round)
     return c, rows
 
 
@@ -275,7 +307,9 @@ def render_clean(
     return img[np.ix_(idx, idx)]
 
 
-def _render_block(block: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _render_block(
+    block: int,
+) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     st = _STATE
     lo, hi = block * BLOCK, min((block + 1) * BLOCK, st["n"])
     rng = np.random.default_rng([st["seed"], 7, block])
@@ -285,7 +319,7 @@ def _render_block(block: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, 
     signal_var = np.empty(hi - lo)
     noise_var = np.empty(hi - lo)
     for j, i in enumerate(range(lo, hi)):
-        clean = render_clean(
+        clean = st["sign"] * render_clean(
             st["projector"], st["rotations"][i], st["content_shift"][i], st["ctf"], i
         )
         var = float(np.var(clean))
@@ -411,6 +445,7 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
         snr=float(config.snr),
         seed=int(config.seed),
         keep_clean=bool(config.write_clean),
+        sign=-1.0 if config.contrast == "bright" else 1.0,
     )
     n_blocks = (n + BLOCK - 1) // BLOCK
     signal_var = np.empty(n)
@@ -445,18 +480,7 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
         if (out / name).is_file():
             _fix_mrc_label(out / name, label)
 
-    ctf_params = (
-        ctf
-        if ctf is not None
-        else CTFParams(
-            *(np.zeros(n) for _ in range(2)),
-            np.zeros(n),
-            np.full(n, 300.0),
-            np.zeros(n),
-            np.zeros(n),
-            np.zeros(n),
-        )
-    )
+    ctf_params = ctf
     names = stack_image_names("particles.mrcs", n)
     stack = new_particle_stack(
         names,
@@ -498,13 +522,16 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
             "median": float(np.median(measured)),
             "ratio_of_means": float(signal_var.mean() / noise_var.mean()),
         },
-        "contrast": CONTRAST,
+        "contrast": config.contrast,
+        "contrast_definition": CONTRASTS[config.contrast],
         "noise": "white Gaussian, independent per pixel and image",
         "shift_convention": "image content translated by -origin (rlnOriginXAngst/YAngst)",
         "projection": "exact: atoms/voxels -> Fourier transform at the DFT frequencies by "
         "Gaussian-gridding NUFFT (no voxel interpolation); CTF applied on a grid padded "
         f"{config.pad}x, then cropped; Nyquist planes removed",
-        "ctf_source": config.ctf if config.ctf is not None else "none",
+        "ctf_source": config.ctf
+        if config.ctf is not None
+        else "none: CTF = -1 (w = 1, zero defocus, Cs = 0, as written to the STAR)",
         "image_units": "volts (ground-truth potential summed along the beam), before CTF",
         "outputs": sorted(p.name for p in out.iterdir()),
         "versions": _versions(),
