@@ -64,9 +64,3 @@ def test_batch_shapes(name: str) -> None:
     assert nested.shape == (3, 2, 16, 16)
     torch.testing.assert_close(nested.reshape(6, 16, 16), flat, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(single, flat, rtol=1e-10, atol=1e-10)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", DECODERS)
-def test_decoder_contract_cuda(name: str) -> None:
-    check_decoder(get_registry().get("decoder", name), box=16, device="cuda", batch=BATCH)
