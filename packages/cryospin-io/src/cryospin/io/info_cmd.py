@@ -1,18 +1,21 @@
-r"""Summarise a particle file: N, box, pixel size, optics groups, CTF, poses, half-sets, first rows.
+"""Summarise a particle file: N, box, pixel size, optics groups, CTF, poses, half-sets, first rows.
 
-Reads ``.star`` (RELION 3.0-5), ``.cs`` (cryoSPARC) and ``.mrcs``/``.mrc`` stacks. Image stacks
-named by the metadata are looked for beside it, then under ``--datadir``; ``--stack`` replaces
-the single stack a file names. ``--no-images`` summarises metadata whose stacks are absent.
+Reads .star (RELION 3.0 to 5), .cs (cryoSPARC) and .mrcs/.mrc stacks. Image stacks named by the
+metadata are looked for beside it, then under --datadir; --stack replaces the single stack a file
+names. --no-images summarises metadata whose stacks are absent. With images, it also measures the
+particles' contrast (centre vs background) and shows the contrast-inversion default, warning
+when the two obviously disagree.
 
 \b
 Example:
     cryospin info particles.star --datadir /data/project
     cryospin info trpv1_small_stack.star --stack trpv1_small_stack.mrcs
     cryospin info cryosparc_P12_J24_001_particles.cs --no-images
-"""
+"""  # noqa: D301 - the \b line is click's "keep this paragraph as is" marker
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import click
@@ -21,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cryospin.core.particles import ParticleStack
+from cryospin.io.common import NoImages
+from cryospin.io.preprocess import contrast_mismatch, default_invert, measure_contrast
 
 
 def _optics_rows(stack: ParticleStack) -> list[tuple[str, ...]]:
@@ -73,6 +78,15 @@ def summary_tables(stack: ParticleStack, rows: int = 5) -> list[Table]:
         overview.add_row("half-sets", "no")
     if stack.extra.get("blob_sign") is not None:
         overview.add_row("cryoSPARC blob/sign", f"{stack.extra['blob_sign']:g}")
+    if not isinstance(stack.images, NoImages) and stack.box:
+        mean, t = measure_contrast(stack)
+        looks = "bright" if mean > 0 else "dark"
+        overview.add_row("contrast (measured)", f"protein {looks}: {mean:+.3f} sd, t = {t:+.1f}")
+        invert = default_invert(stack)
+        overview.add_row("invert by default", "yes" if invert else "no")
+        warning = contrast_mismatch(stack, invert)
+        if warning is not None:
+            overview.add_row("[bold red]contrast warning", warning.split(": ", 1)[1])
 
     optics = Table(title="optics groups")
     for col in ("group", "particles", "voltage (kV)", "Cs (mm)", "amp. contrast"):
@@ -122,7 +136,11 @@ def info(path: Path, datadir: Path | None, stack: Path | None, no_images: bool, 
     """Print a summary of the particle file PATH."""
     from cryospin.io.sources import open_particles
 
-    particles = open_particles(path, datadir, stack=stack, images=not no_images)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        particles = open_particles(path, datadir, stack=stack, images=not no_images)
+    for w in caught:  # one line each, not Python's "file:line: UserWarning" form
+        click.echo(f"warning: {w.message}", err=True)
     console = Console(width=120)
     for table in summary_tables(particles, rows):
         console.print(table)
