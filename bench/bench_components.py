@@ -7,11 +7,11 @@ time of one epoch over ``--epoch-images`` images, peak memory (CPU: peak RSS of 
 ``resource.getrusage``; GPU: ``torch.cuda.max_memory_allocated``), and parameter counts.
 
 Each combination runs in its own subprocess, so the peak RSS is that combination's alone and an
-out-of-memory kill loses only that row. Before timing, the worker measures the memory of a batch
-of 2 and extrapolates linearly; if the requested batch would not fit into ``--mem-budget-gb``, it
-halves the batch until it does (the "batch" column shows what was used). The implicit ``mlp``
-decoder at the paper's sizes needs tens of GB per batch of 64 x M slices, which is the paper's
-point.
+out-of-memory kill loses only that row. Before timing, the worker measures the peak memory at
+batches of 2 and 4 and extrapolates linearly; if the requested batch would not fit into
+``--mem-budget-gb``, it halves the batch until it does (the "batch" column shows what was
+used). The implicit ``mlp`` decoder at the paper's sizes needs tens of GB per batch of 64 x M
+slices, which is the paper's point.
 
 Usage::
 
@@ -99,20 +99,23 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     def peak() -> int:
         return torch.cuda.max_memory_allocated(device) if cuda else _peak_rss_bytes()
 
-    # calibrate memory with a batch of 2 and pick the largest batch (halving) that fits
+    # calibrate memory at batches 2 and 4 (peak = fixed + per_image * batch), then pick the
+    # largest batch (halving from the request) whose estimated peak fits the budget
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    else:
-        before = _rss_now_bytes()
     step(2)
     sync()
-    per_image = max(peak() - before, 1) / 2
+    p2 = peak()
+    step(4)
+    sync()
+    p4 = peak()
+    per_image = max(p4 - p2, 0) / 2
+    fixed = p4 - 4 * per_image
     budget = spec["mem_budget_gb"] * 1e9
     batch = spec["batch"]
-    while batch > 1 and before + per_image * batch * 1.15 > budget:
+    while batch > 1 and fixed + per_image * batch * 1.15 > budget:
         batch //= 2
-    est = before + per_image * batch
+    est = fixed + per_image * batch
 
     step(batch)  # warm-up at the final size (allocator, thread pools)
     sync()
