@@ -80,7 +80,9 @@ def test_candidate_loss_l1_and_gaussian():
     pred = torch.full((1, 2, 4, 4), 1 + 1j, dtype=torch.complex64)
     pred[:, 1] = 2
     mask = torch.ones(4, 4, dtype=torch.bool)
-    torch.testing.assert_close(candidate_loss(pred, obs, mask, "gaussian"), torch.tensor([[2.0, 4.0]]))
+    torch.testing.assert_close(
+        candidate_loss(pred, obs, mask, "gaussian"), torch.tensor([[2.0, 4.0]])
+    )
     torch.testing.assert_close(candidate_loss(pred, obs, mask, "l1"), torch.tensor([[2.0, 2.0]]))
 
 
@@ -134,8 +136,9 @@ def test_direct_stage_recovers_a_known_pose_perturbation():
     rows = torch.arange(n)
     table.set_base(rows, start)
     opt = torch.optim.Adam(dec.parameters(), lr=cfg.lr_decoder_direct)
-    ctx = EngineContext(cfg, dec, None, table, box, 5.0, torch.device("cpu"),
-                        frequency_mask(box, 1.0), opt)
+    ctx = EngineContext(
+        cfg, dec, None, table, box, 5.0, torch.device("cpu"), frequency_mask(box, 1.0), opt
+    )
     stage = DirectStage()
     stage.setup(ctx)
     assert opt.param_groups[0]["lr"] == cfg.lr_decoder_direct
@@ -155,11 +158,14 @@ def test_direct_stage_touches_only_the_batch_rows():
     cfg = RunConfig()
     table = PoseTable(n)
     opt = torch.optim.Adam(dec.parameters(), lr=1e-9)
-    ctx = EngineContext(cfg, dec, None, table, box, 5.0, torch.device("cpu"),
-                        frequency_mask(box, 1.0), opt)
+    ctx = EngineContext(
+        cfg, dec, None, table, box, 5.0, torch.device("cpu"), frequency_mask(box, 1.0), opt
+    )
     rows = np.array([2, 5])
     obs = torch.randn(2, box, box, dtype=torch.complex64)
-    DirectStage().train_step(ctx, Batch(rows, torch.zeros(2, box, box), obs, torch.ones(2, box, box)))
+    DirectStage().train_step(
+        ctx, Batch(rows, torch.zeros(2, box, box), obs, torch.ones(2, box, box))
+    )
     touched = table.opt_rot.steps > 0
     assert touched.nonzero().reshape(-1).tolist() == [2, 5]
     assert (table.omega[~touched] == 0).all()

@@ -38,24 +38,36 @@ def project(vol: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     box = vol.shape[-1]
     pad = torch.zeros(2 * box, 2 * box, 2 * box, dtype=vol.dtype)
     lo = box // 2
-    pad[lo: lo + box, lo: lo + box, lo: lo + box] = vol
+    pad[lo : lo + box, lo : lo + box, lo : lo + box] = vol
     f = fft3_centered(pad)
     sl = extract_central_slices(f, rotations.to(vol.dtype))
     img = ifft2_centered(sl).real
-    return img[:, lo: lo + box, lo: lo + box]
+    return img[:, lo : lo + box, lo : lo + box]
 
 
 def make_ctf(n: int, seed: int) -> CTFParams:
     rng = np.random.default_rng(seed)
     du = rng.uniform(8000, 20000, n)
-    return CTFParams(defocus_u_A=du, defocus_v_A=du - rng.uniform(0, 500, n),
-                     defocus_angle_deg=rng.uniform(0, 180, n), voltage_kV=np.full(n, 300.0),
-                     cs_mm=np.full(n, 2.0), amplitude_contrast=np.full(n, 0.1),
-                     phase_shift_deg=np.zeros(n))
+    return CTFParams(
+        defocus_u_A=du,
+        defocus_v_A=du - rng.uniform(0, 500, n),
+        defocus_angle_deg=rng.uniform(0, 180, n),
+        voltage_kV=np.full(n, 300.0),
+        cs_mm=np.full(n, 2.0),
+        amplitude_contrast=np.full(n, 0.1),
+        phase_shift_deg=np.zeros(n),
+    )
 
 
-def make_dataset(folder: Path, n: int = 96, box: int = 16, pixel_size_A: float = 6.0,
-                 snr: float = 1.0, seed: int = 0, max_shift_px: float = 0.0) -> dict:
+def make_dataset(
+    folder: Path,
+    n: int = 96,
+    box: int = 16,
+    pixel_size_A: float = 6.0,
+    snr: float = 1.0,
+    seed: int = 0,
+    max_shift_px: float = 0.0,
+) -> dict:
     """Write ``particles.star``, ``particles.mrcs`` and ``truth.mrc`` into ``folder``."""
     from cryospin.core.ctf import ctf_from_params
     from cryospin.io.mrc import write_map, write_mrc_stack
@@ -78,10 +90,23 @@ def make_dataset(folder: Path, n: int = 96, box: int = 16, pixel_size_A: float =
     sig = img.std()
     img = img + torch.randn(img.shape, generator=g, dtype=torch.float64) * sig / np.sqrt(snr)
     write_mrc_stack(folder / "particles.mrcs", img.float().numpy(), pixel_size_A)
-    stack = new_particle_stack(stack_image_names("particles.mrcs", n), ctf, pixel_size_A, box,
-                               rotations=rots.numpy(), shifts_A=(-shifts * pixel_size_A).numpy(),
-                               path=folder / "particles.star")
+    stack = new_particle_stack(
+        stack_image_names("particles.mrcs", n),
+        ctf,
+        pixel_size_A,
+        box,
+        rotations=rots.numpy(),
+        shifts_A=(-shifts * pixel_size_A).numpy(),
+        path=folder / "particles.star",
+    )
     write_star(folder / "particles.star", stack)
     write_map(folder / "truth.mrc", vol.float().numpy(), pixel_size_A)
-    return {"star": folder / "particles.star", "truth": folder / "truth.mrc", "volume": vol,
-            "rotations": rots, "shifts_px": shifts, "ctf": ctf, "pixel_size_A": pixel_size_A}
+    return {
+        "star": folder / "particles.star",
+        "truth": folder / "truth.mrc",
+        "volume": vol,
+        "rotations": rots,
+        "shifts_px": shifts,
+        "ctf": ctf,
+        "pixel_size_A": pixel_size_A,
+    }

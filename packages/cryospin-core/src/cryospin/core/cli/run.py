@@ -1,4 +1,4 @@
-"""Reconstruct a map ab initio from a particle stack (semi-amortized cryoSPIN by default).
+r"""Reconstruct a map ab initio from a particle stack (semi-amortized cryoSPIN by default).
 
 Writes to --out: config.yaml, map.mrc, poses.star (the input's format) and poses.pkl,
 metrics.jsonl, fsc.csv/fsc.png, orientations.png, head_usage.png, checkpoints/ and summary.json.
@@ -25,7 +25,7 @@ from cryospin.core.errors import ConfigError
 
 
 def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str, Any]) -> Any:
-    """Base (saved config on resume) <- --config file <- explicit flags; validated."""
+    """Merge the saved config (on resume), the --config file and explicit flags; validate."""
     from cryospin.core.engine.config import load_yaml, validate_config
 
     data: dict[str, Any] = {}
@@ -39,8 +39,12 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
 
 
 @click.command(help=__doc__)
-@click.option("--particles", type=click.Path(dir_okay=False), help="particle file (.star, .cs, ...)")
-@click.option("--datadir", type=click.Path(file_okay=False), help="folder image paths are relative to")
+@click.option(
+    "--particles", type=click.Path(dir_okay=False), help="particle file (.star, .cs, ...)"
+)
+@click.option(
+    "--datadir", type=click.Path(file_okay=False), help="folder image paths are relative to"
+)
 @click.option("--encoder", help="encoder name (cryospin plugins), e.g. multihead")
 @click.option("--decoder", help="decoder name, e.g. hartley")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
@@ -49,42 +53,73 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
 @click.option("--epochs", type=int, help="number of epochs")
 @click.option("--seed", type=int, help="random seed")
 @click.option("--shifts/--no-shifts", default=None, help="estimate in-plane translations")
-@click.option("--half-sets/--no-half-sets", "half_sets", default=None,
-              help="reconstruct two half-sets independently; gold-standard FSC")
+@click.option(
+    "--half-sets/--no-half-sets",
+    "half_sets",
+    default=None,
+    help="reconstruct two half-sets independently; gold-standard FSC",
+)
 @click.option("--gt-map", "gt_map", type=click.Path(dir_okay=False), help="ground-truth map")
 @click.option("--device", help="cpu, cuda or auto")
 @click.option("--resume", is_flag=True, help="continue from DIR/checkpoints")
-def run(particles: str | None, datadir: str | None, encoder: str | None, decoder: str | None,
-        out: str, config: str | None, box: int | None, epochs: int | None, seed: int | None,
-        shifts: bool | None, half_sets: bool | None, gt_map: str | None, device: str | None,
-        resume: bool) -> None:
+def run(
+    particles: str | None,
+    datadir: str | None,
+    encoder: str | None,
+    decoder: str | None,
+    out: str,
+    config: str | None,
+    box: int | None,
+    epochs: int | None,
+    seed: int | None,
+    shifts: bool | None,
+    half_sets: bool | None,
+    gt_map: str | None,
+    device: str | None,
+    resume: bool,
+) -> None:
     """Run the reconstruction and print the summary's key numbers."""
     from cryospin.core.engine.checkpoint import StopRequested
     from cryospin.core.engine.pipeline import run_reconstruction
 
     out_dir = Path(out)
-    flags = {"particles": particles, "datadir": datadir, "encoder": encoder, "decoder": decoder,
-             "box": box, "epochs": epochs, "seed": seed, "shifts": shifts, "half_sets": half_sets,
-             "gt_map": gt_map, "device": device}
+    flags = {
+        "particles": particles,
+        "datadir": datadir,
+        "encoder": encoder,
+        "decoder": decoder,
+        "box": box,
+        "epochs": epochs,
+        "seed": seed,
+        "shifts": shifts,
+        "half_sets": half_sets,
+        "gt_map": gt_map,
+        "device": device,
+    }
     cfg = resolve_config(out_dir, config, resume, flags)
     if resume and not out_dir.exists():
         raise ConfigError(f"--resume: output folder {out_dir} does not exist")
     try:
         summary = run_reconstruction(cfg, out_dir, resume=resume)
     except StopRequested as stop:
-        click.echo(f"stopped ({stop.reason}); checkpoint saved in {out_dir}; continue with --resume",
-                   err=True)
+        click.echo(
+            f"stopped ({stop.reason}); checkpoint saved in {out_dir}; continue with --resume",
+            err=True,
+        )
         sys.exit(0 if stop.reason == "max_steps" else 130)
     print_summary(summary)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The headline numbers of a run."""
-    keys = [("resolution_vs_truth_A", "resolution vs truth (FSC 0.5)", "Å"),
-            ("gold_standard_resolution_A", "gold-standard resolution (FSC 0.143)", "Å"),
-            ("rotation_error_median_deg", "median rotation error", "°"),
-            ("rotation_error_mean_deg", "mean rotation error", "°"),
-            ("wall_time_s", "wall time", "s"), ("peak_memory_MB", "peak memory", "MB")]
+    """Print the headline numbers of a run."""
+    keys = [
+        ("resolution_vs_truth_A", "resolution vs truth (FSC 0.5)", "Å"),
+        ("gold_standard_resolution_A", "gold-standard resolution (FSC 0.143)", "Å"),
+        ("rotation_error_median_deg", "median rotation error", "°"),
+        ("rotation_error_mean_deg", "mean rotation error", "°"),
+        ("wall_time_s", "wall time", "s"),
+        ("peak_memory_MB", "peak memory", "MB"),
+    ]
     for key, label, unit in keys:
         if summary.get(key) is not None:
             click.echo(f"{label}: {summary[key]:.2f} {unit}")

@@ -26,8 +26,8 @@ class AutoSwitch(BaseModel):
 
     It switches to the direct stage when both are at or below their thresholds for ``patience``
     consecutive epochs, or at the latest after ``max_epochs`` amortized epochs. Rationale (paper
-    Sec. 4.2): once the pose posterior is unimodal, the encoder's winning head stops changing and the
-    loss plateaus; further amortized epochs then only pay the amortization gap.
+    Sec. 4.2): once the pose posterior is unimodal, the encoder's winning head stops changing and
+    the loss plateaus; further amortized epochs then only pay the amortization gap.
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -48,10 +48,15 @@ def open_stack(path: str | Path, datadir: str | Path | None = None) -> ParticleS
         if any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
             return src.read(path, Path(datadir) if datadir else None)
     known = sorted(
-        {s for n in registry.names("image_source")
-         for s in getattr(registry.get("image_source", n), "suffixes", ())}
+        {
+            s
+            for n in registry.names("image_source")
+            for s in getattr(registry.get("image_source", n), "suffixes", ())
+        }
     )
-    raise InputError(f"no image source reads {path.name} (known suffixes: {', '.join(known) or 'none'})")
+    raise InputError(
+        f"no image source reads {path.name} (known suffixes: {', '.join(known) or 'none'})"
+    )
 
 
 def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
@@ -66,9 +71,15 @@ def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
 class ParticleData:
     """Preprocessed access to a :class:`ParticleStack` (optionally a subset of its particles)."""
 
-    def __init__(self, stack: ParticleStack, box: int | None = None, invert: bool = False,
-                 subset: np.ndarray | None = None, cache: bool = True,
-                 noise_std: float | None = None) -> None:
+    def __init__(
+        self,
+        stack: ParticleStack,
+        box: int | None = None,
+        invert: bool = False,
+        subset: np.ndarray | None = None,
+        cache: bool = True,
+        noise_std: float | None = None,
+    ) -> None:
         self.stack = stack
         self.raw_box = int(stack.box)
         self.box = int(box or stack.box)
@@ -76,13 +87,17 @@ class ParticleData:
             raise InputError(f"box {self.box} must be even and at most the stack's {self.raw_box}")
         self.pixel_size_A = float(stack.pixel_size_A) * self.raw_box / self.box
         self.invert = invert
-        self.indices = (np.arange(len(stack)) if subset is None else np.asarray(subset)).astype(np.int64)
+        self.indices = (np.arange(len(stack)) if subset is None else np.asarray(subset)).astype(
+            np.int64
+        )
         r = ops.radius_grid(self.box)
         self._bg = r >= self.box / 2
         self._cache: torch.Tensor | None = None
         self.noise_std = noise_std if noise_std is not None else self._estimate_noise()
         if cache:
-            chunks = [self._load(self.indices[i: i + 512]) for i in range(0, len(self.indices), 512)]
+            chunks = [
+                self._load(self.indices[i : i + 512]) for i in range(0, len(self.indices), 512)
+            ]
             self._cache = torch.cat(chunks) if chunks else torch.zeros(0, self.box, self.box)
             self._pos = {int(g): k for k, g in enumerate(self.indices)}
 
@@ -125,13 +140,13 @@ class ParticleData:
         return self.indices[rng.permutation(len(self.indices))]
 
     def batches(self, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
-        """The epoch's batches of global indices (last one may be smaller)."""
+        """Return the epoch's batches of global indices (the last one may be smaller)."""
         order = self.order(seed, epoch)
-        return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def split_half_sets(stack: ParticleStack, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of half-sets 1 and 2: the file's rlnRandomSubset when present, else seeded random."""
+    """Return the indices of half-sets 1 and 2: rlnRandomSubset if present, else seeded random."""
     n = len(stack)
     if stack.half_set is not None:
         hs = np.asarray(stack.half_set)
@@ -139,4 +154,4 @@ def split_half_sets(stack: ParticleStack, seed: int) -> tuple[np.ndarray, np.nda
         if len(a) and len(b) and len(a) + len(b) == n:
             return a, b
     perm = np.random.default_rng([seed, 7919]).permutation(n)
-    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])

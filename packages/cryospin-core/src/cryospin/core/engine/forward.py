@@ -1,8 +1,8 @@
 """Forward model and objective (paper Eq. 2, 3 and 6).
 
 ``pred = S_t (CTF * decoder(R))``: the decoder's centred Fourier slice for rotation ``R``,
-multiplied by the particle's CTF, translated by ``t`` (pixels, a phase ramp). It is compared with the
-centred transform of the preprocessed image inside a circular frequency mask.
+multiplied by the particle's CTF, translated by ``t`` (pixels, a phase ramp). It is compared with
+the centred transform of the preprocessed image inside a circular frequency mask.
 
 Losses per candidate, shape ``(B, M)``:
 
@@ -22,13 +22,19 @@ import torch
 from cryospin.core.engine import ops
 
 
-def frequency_mask(box: int, radius_frac: float, device: torch.device | str = "cpu") -> torch.Tensor:
+def frequency_mask(
+    box: int, radius_frac: float, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Boolean ``(L, L)`` disc of radius ``radius_frac * L / 2`` Fourier pixels about DC."""
     return (ops.radius_grid(box) <= radius_frac * box / 2).to(device)
 
 
-def render(decoder: torch.nn.Module, rotations: torch.Tensor, ctf: torch.Tensor,
-           shifts_px: torch.Tensor | None = None) -> torch.Tensor:
+def render(
+    decoder: torch.nn.Module,
+    rotations: torch.Tensor,
+    ctf: torch.Tensor,
+    shifts_px: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Predicted image transforms ``(B, M, L, L)`` for rotations ``(B, M, 3, 3)``.
 
     ``ctf`` is ``(B, L, L)``; ``shifts_px`` ``(B, M, 2)`` or ``(B, 1, 2)`` or ``None``.
@@ -41,8 +47,9 @@ def render(decoder: torch.nn.Module, rotations: torch.Tensor, ctf: torch.Tensor,
     return pred
 
 
-def candidate_loss(pred: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor,
-                   kind: str = "gaussian") -> torch.Tensor:
+def candidate_loss(
+    pred: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, kind: str = "gaussian"
+) -> torch.Tensor:
     """Loss per candidate ``(B, M)`` between ``pred (B, M, L, L)`` and ``obs (B, L, L)``."""
     diff = (pred - obs[:, None])[..., mask]
     if kind == "l1":

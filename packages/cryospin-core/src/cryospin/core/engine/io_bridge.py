@@ -61,11 +61,13 @@ def read_map(path: str | Path) -> tuple[np.ndarray, float]:
         raise InputError(f"{path}: not an MRC file (shorter than its header)")
     nx, ny, nz, mode = np.frombuffer(raw[:16], "<i4")
     if mode != 2 or not (nx == ny == nz):
-        raise InputError(f"{path}: expected a cubic float32 MRC map, got mode {mode} {nx}x{ny}x{nz}")
+        raise InputError(
+            f"{path}: expected a cubic float32 MRC map, got mode {mode} {nx}x{ny}x{nz}"
+        )
     mx = np.frombuffer(raw[28:32], "<i4")[0]
     xlen = np.frombuffer(raw[40:44], "<f4")[0]
     next_ = np.frombuffer(raw[92:96], "<i4")[0]
-    data = np.frombuffer(raw[1024 + next_: 1024 + next_ + 4 * nx * ny * nz], "<f4")
+    data = np.frombuffer(raw[1024 + next_ : 1024 + next_ + 4 * nx * ny * nz], "<f4")
     return data.reshape(nz, ny, nx).copy(), float(xlen / mx) if mx else 1.0
 
 
@@ -116,8 +118,7 @@ def _frame_columns(frame: Any) -> dict[str, Any]:
     return {str(c): np.asarray(frame[c]) for c in frame.columns} if frame is not None else {}
 
 
-def write_poses(path: str | Path, stack: Any, rotations: np.ndarray,
-                shifts_A: np.ndarray) -> None:
+def write_poses(path: str | Path, stack: Any, rotations: np.ndarray, shifts_A: np.ndarray) -> None:
     """Write a particle file (format by suffix) with new poses; other columns kept."""
     path = Path(path)
     fn = _find("write_poses", path.suffix)
@@ -133,8 +134,11 @@ def write_poses(path: str | Path, stack: Any, rotations: np.ndarray,
     parts = _frame_columns(stack.metadata)
     if "rlnImageName" not in parts:
         names = stack.extra.get("image_names") if stack.extra else None
-        parts["rlnImageName"] = (np.asarray(names) if names is not None
-                                 else np.array([f"{i + 1:06d}@particles.mrcs" for i in range(n)]))
+        parts["rlnImageName"] = (
+            np.asarray(names)
+            if names is not None
+            else np.array([f"{i + 1:06d}@particles.mrcs" for i in range(n)])
+        )
         parts["rlnDefocusU"] = stack.ctf.defocus_u_A
         parts["rlnDefocusV"] = stack.ctf.defocus_v_A
         parts["rlnDefocusAngle"] = stack.ctf.defocus_angle_deg
@@ -145,25 +149,32 @@ def write_poses(path: str | Path, stack: Any, rotations: np.ndarray,
     parts["rlnOriginXAngst"], parts["rlnOriginYAngst"] = np.asarray(shifts_A, np.float64).T
     optics = _frame_columns(stack.optics)
     if not optics:
-        optics = {"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                  "rlnVoltage": [float(stack.ctf.voltage_kV[0])],
-                  "rlnSphericalAberration": [float(stack.ctf.cs_mm[0])],
-                  "rlnAmplitudeContrast": [float(stack.ctf.amplitude_contrast[0])],
-                  "rlnImagePixelSize": [float(stack.pixel_size_A)],
-                  "rlnImageSize": [int(stack.box)], "rlnImageDimensionality": [2]}
+        optics = {
+            "rlnOpticsGroup": [1],
+            "rlnOpticsGroupName": ["opticsGroup1"],
+            "rlnVoltage": [float(stack.ctf.voltage_kV[0])],
+            "rlnSphericalAberration": [float(stack.ctf.cs_mm[0])],
+            "rlnAmplitudeContrast": [float(stack.ctf.amplitude_contrast[0])],
+            "rlnImagePixelSize": [float(stack.pixel_size_A)],
+            "rlnImageSize": [int(stack.box)],
+            "rlnImageDimensionality": [2],
+        }
         parts["rlnOpticsGroup"] = np.ones(n, dtype=int)
     text = "# version 30001\n\n" + _table("optics", optics) + "# version 30001\n\n"
     text += _table("particles", parts)
     _atomic_bytes(path, text.encode())
 
 
-def write_poses_pkl(path: str | Path, rotations: np.ndarray, shifts_A: np.ndarray,
-                    pixel_size_A: float, box: int) -> None:
+def write_poses_pkl(
+    path: str | Path, rotations: np.ndarray, shifts_A: np.ndarray, pixel_size_A: float, box: int
+) -> None:
     """CryoDRGN ``poses.pkl``: ``(R (N, 3, 3), t (N, 2))``, ``t`` = origin px / box."""
     fn = _find("write_poses_pkl")
     if fn is not None:
         fn(Path(path), rotations, shifts_A, pixel_size_A, box)
         return
     t = np.asarray(shifts_A, np.float64) / pixel_size_A / box
-    _atomic_bytes(Path(path), pickle.dumps((np.asarray(rotations, np.float32),
-                                            t.astype(np.float32)), protocol=4))
+    _atomic_bytes(
+        Path(path),
+        pickle.dumps((np.asarray(rotations, np.float32), t.astype(np.float32)), protocol=4),
+    )

@@ -16,8 +16,15 @@ from cryospin.core.particles import CTFParams
 from cryospin.core.slicing import phase_ramp
 from cryospin.core.so3 import exp_map, geodesic_distance_deg
 
-__all__ = ["compute_ctf", "exp_map", "fft2_centered", "geodesic_distance_deg", "ifft2_centered",
-           "phase_ramp", "radius_grid"]
+__all__ = [
+    "compute_ctf",
+    "exp_map",
+    "fft2_centered",
+    "geodesic_distance_deg",
+    "ifft2_centered",
+    "phase_ramp",
+    "radius_grid",
+]
 
 
 def radius_grid(box: int) -> torch.Tensor:
@@ -25,7 +32,8 @@ def radius_grid(box: int) -> torch.Tensor:
     return _radius_grid(box, 2)
 
 
-def compute_ctf(ctf: CTFParams, box: int, pixel_size_A: float,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def compute_ctf(
+    ctf: CTFParams, box: int, pixel_size_A: float, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """CTF images ``(n, L, L)`` on the centred frequency grid for the particles in ``ctf``."""
     return ctf_from_params(ctf, box, pixel_size_A, dtype=dtype)

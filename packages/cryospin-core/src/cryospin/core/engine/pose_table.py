@@ -6,9 +6,9 @@ axis-angle perturbation ``w_i`` and an in-plane shift ``t_i`` (pixels). Its pose
 :func:`cryospin.core.so3.exp_map`).
 
 :class:`RowSparseAdam` keeps per-row first and second moments and a per-row step count, and a step
-reads and writes only the rows of the batch: the cost is O(batch), not O(N) (the paper's code updates
-all N rows every step). On the touched rows it is exactly ``torch.optim.Adam`` (no weight decay, no
-amsgrad), step count included.
+reads and writes only the rows of the batch: the cost is O(batch), not O(N) (the paper's code
+updates all N rows every step). On the touched rows it is exactly ``torch.optim.Adam`` (no weight
+decay, no amsgrad), step count included.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ from cryospin.core.engine import ops
 class RowSparseAdam:
     """Adam over rows of a 2D parameter ``(N, k)``, updating only the rows it is given."""
 
-    def __init__(self, param: torch.Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        param: torch.Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         self.param = param
         self.lr = lr
         self.betas = betas
@@ -46,16 +51,21 @@ class RowSparseAdam:
         self.exp_avg[rows] = m
         self.exp_avg_sq[rows] = v
         tf = t.to(self.param.dtype)[:, None]
-        bc1 = 1 - b1 ** tf
-        bc2 = 1 - b2 ** tf
+        bc1 = 1 - b1**tf
+        bc2 = 1 - b2**tf
         denom = v.sqrt() / bc2.sqrt() + self.eps
         self.param[rows] = self.param[rows] - (self.lr / bc1) * m / denom
 
     def state_dict(self) -> dict[str, Any]:
         """Moments, step counts and hyper-parameters (tensors are cloned)."""
-        return {"exp_avg": self.exp_avg.clone(), "exp_avg_sq": self.exp_avg_sq.clone(),
-                "steps": self.steps.clone(), "lr": self.lr, "betas": tuple(self.betas),
-                "eps": self.eps}
+        return {
+            "exp_avg": self.exp_avg.clone(),
+            "exp_avg_sq": self.exp_avg_sq.clone(),
+            "steps": self.steps.clone(),
+            "lr": self.lr,
+            "betas": tuple(self.betas),
+            "eps": self.eps,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (the parameter itself is restored by its owner)."""
@@ -68,8 +78,14 @@ class RowSparseAdam:
 class PoseTable:
     """Per-particle poses ``R_i = exp(w_i) R0_i`` and shifts ``t_i`` (pixels), indexed globally."""
 
-    def __init__(self, n: int, lr_rot: float = 0.05, lr_shift: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.999), dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        n: int,
+        lr_rot: float = 0.05,
+        lr_shift: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.999),
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.base = torch.eye(3, dtype=dtype).repeat(n, 1, 1)
         self.omega = torch.zeros(n, 3, dtype=dtype)
         self.shift = torch.zeros(n, 2, dtype=dtype)
@@ -97,8 +113,13 @@ class PoseTable:
 
     def state_dict(self) -> dict[str, Any]:
         """Table and optimiser state, for checkpoints."""
-        return {"base": self.base.clone(), "omega": self.omega.clone(), "shift": self.shift.clone(),
-                "opt_rot": self.opt_rot.state_dict(), "opt_shift": self.opt_shift.state_dict()}
+        return {
+            "base": self.base.clone(),
+            "omega": self.omega.clone(),
+            "shift": self.shift.clone(),
+            "opt_rot": self.opt_rot.state_dict(),
+            "opt_shift": self.opt_shift.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""

@@ -18,8 +18,9 @@ from rich.progress import (
 class RunProgress:
     """One bar over all epochs of a trainer (``total = epochs * n_particles`` images)."""
 
-    def __init__(self, cfg: Any, n: int, tag: dict[str, Any] | None = None,
-                 console: Console | None = None) -> None:
+    def __init__(
+        self, cfg: Any, n: int, tag: dict[str, Any] | None = None, console: Console | None = None
+    ) -> None:
         self.cfg = cfg
         self.n = n
         self.prefix = "".join(f"{k} {v} " for k, v in (tag or {}).items())
@@ -42,8 +43,9 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         self.progress.__enter__()
-        self.task = self.progress.add_task("start", total=self.cfg.epochs * self.n, ips=0.0,
-                                           loss=float("nan"))
+        self.task = self.progress.add_task(
+            "start", total=self.cfg.epochs * self.n, ips=0.0, loss=float("nan")
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,7 +58,8 @@ class RunProgress:
     def describe(self, stage: str, epoch: int) -> None:
         """Show the stage and epoch."""
         self.progress.update(
-            self.task, description=f"{self.prefix}{stage} epoch {epoch + 1}/{self.cfg.epochs}")
+            self.task, description=f"{self.prefix}{stage} epoch {epoch + 1}/{self.cfg.epochs}"
+        )
 
     def advance(self, images: int, loss: float, ips: float) -> None:
         """Count ``images`` more; the loss shown is an exponential running mean."""
@@ -67,9 +70,17 @@ class RunProgress:
         """Print a one-line epoch summary above the bar."""
         if not self.cfg.progress:
             return
-        keys = ("loss", "images_per_s", "pose_change_deg", "head_change",
-                "rotation_error_median_deg", "resolution_vs_truth_A")
+        keys = (
+            "loss",
+            "images_per_s",
+            "pose_change_deg",
+            "head_change",
+            "rotation_error_median_deg",
+            "resolution_vs_truth_A",
+        )
         parts = [f"{k}={rec[k]:.4g}" for k in keys if isinstance(rec.get(k), (int, float))]
         self.progress.console.print(
-            f"{self.prefix}epoch {rec['epoch'] + 1} [{rec['stage']}] " + " ".join(parts)
-            + (" -> switching to direct" if rec.get("switch") else ""))
+            f"{self.prefix}epoch {rec['epoch'] + 1} [{rec['stage']}] "
+            + " ".join(parts)
+            + (" -> switching to direct" if rec.get("switch") else "")
+        )

@@ -1,5 +1,7 @@
-"""Evaluation glue: calls :mod:`cryospin.core.evaluation` (rotation error after global alignment and
-hand, map alignment, FSC) for per-epoch metrics and the final report.
+"""Evaluation glue for per-epoch metrics and the final report.
+
+Calls :mod:`cryospin.core.evaluation` (rotation error after global alignment and hand, map
+alignment, FSC).
 
 FSC curves come from :func:`cryospin.core.fsc.fsc` (unmasked).
 """
@@ -13,13 +15,10 @@ import torch
 
 
 def fsc_curve(a: Any, b: Any, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(spatial frequency in 1/Å, FSC)`` for shells 0 .. L//2 of two ``(L, L, L)`` maps."""
-    from cryospin.core.fsc import fsc, shell_frequencies
+    """``(spatial frequency in 1/Å, FSC)`` of two maps (:func:`fsc_eval.fsc_curves`)."""
+    from cryospin.core.evaluation.fsc_eval import fsc_curves
 
-    ta = torch.as_tensor(np.asarray(a, dtype=np.float64))
-    tb = torch.as_tensor(np.asarray(b, dtype=np.float64))
-    curve = fsc(ta, tb).numpy()
-    return shell_frequencies(ta.shape[-1], pixel_size_A).numpy(), curve
+    return fsc_curves(a, b, pixel_size_A)
 
 
 def resolution_at(freq: np.ndarray, curve: np.ndarray, threshold: float) -> float:

@@ -86,7 +86,9 @@ class AmortizedStage(PoseStage):
         if ctx.encoder is None or ctx.enc_opt is None:
             raise RuntimeError("the amortized stage needs an encoder")
 
-    def candidates(self, ctx: EngineContext, batch: Batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def candidates(
+        self, ctx: EngineContext, batch: Batch
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate rotations ``(B, M, 3, 3)`` and shifts in pixels ``(B, M|1, 2)`` or ``None``."""
         out = ctx.encoder(batch.images)
         shifts = None
@@ -98,8 +100,9 @@ class AmortizedStage(PoseStage):
                 shifts = ctx.table.shift[rows].to(ctx.device)[:, None]
         return out.rotations, shifts
 
-    def losses(self, ctx: EngineContext, batch: Batch, rots: torch.Tensor,
-               shifts: torch.Tensor | None) -> torch.Tensor:
+    def losses(
+        self, ctx: EngineContext, batch: Batch, rots: torch.Tensor, shifts: torch.Tensor | None
+    ) -> torch.Tensor:
         """Per-candidate losses ``(B, M)``."""
         pred = render(ctx.decoder, rots, batch.ctf, shifts)
         return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)
@@ -136,9 +139,9 @@ class AmortizedStage(PoseStage):
         return StepResult(float(loss.detach()), rot, win.cpu().numpy(), best_shift)
 
     @torch.no_grad()
-    def best_candidates(self, ctx: EngineContext, data: ParticleData, batch_size: int,
-                        progress: Any = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None,
-                                                       np.ndarray]:
+    def best_candidates(
+        self, ctx: EngineContext, data: ParticleData, batch_size: int, progress: Any = None
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, np.ndarray]:
         """One pass over ``data`` with the frozen encoder: each particle's best candidate.
 
         Returns ``(global indices, rotations (n, 3, 3), shifts_px (n, 2) or None, winners (n,))``.
@@ -146,7 +149,7 @@ class AmortizedStage(PoseStage):
         ctx.encoder.eval()
         idx_all, rots, shifts, wins = [], [], [], []
         for start in range(0, len(data), batch_size):
-            gidx = data.indices[start: start + batch_size]
+            gidx = data.indices[start : start + batch_size]
             batch = data.batch(gidx, ctx.device)
             r, s = self.candidates(ctx, batch)
             per = self.losses(ctx, batch, r, s)
@@ -160,8 +163,12 @@ class AmortizedStage(PoseStage):
             if progress is not None:
                 progress(len(gidx))
         ctx.encoder.train()
-        return (np.concatenate(idx_all), torch.cat(rots), torch.cat(shifts) if shifts else None,
-                np.concatenate(wins))
+        return (
+            np.concatenate(idx_all),
+            torch.cat(rots),
+            torch.cat(shifts) if shifts else None,
+            np.concatenate(wins),
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """No own state."""
@@ -182,10 +189,18 @@ class DirectStage(PoseStage):
         for group in ctx.dec_opt.param_groups:
             group["lr"] = ctx.cfg.lr_decoder_direct
 
-    def _pred(self, ctx: EngineContext, batch: Batch, rows: torch.Tensor, omega: torch.Tensor,
-              shift: torch.Tensor | None) -> torch.Tensor:
+    def _pred(
+        self,
+        ctx: EngineContext,
+        batch: Batch,
+        rows: torch.Tensor,
+        omega: torch.Tensor,
+        shift: torch.Tensor | None,
+    ) -> torch.Tensor:
         rot = ctx.table.rotations(rows, omega)
-        pred = render(ctx.decoder, rot[:, None], batch.ctf, None if shift is None else shift[:, None])
+        pred = render(
+            ctx.decoder, rot[:, None], batch.ctf, None if shift is None else shift[:, None]
+        )
         return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)[:, 0]
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
@@ -195,7 +210,9 @@ class DirectStage(PoseStage):
         use_shift = bool(ctx.cfg.shifts)
         for _ in range(ctx.cfg.pose_steps):
             omega = table.omega[rows].clone().to(ctx.device).requires_grad_(True)
-            shift = table.shift[rows].clone().to(ctx.device).requires_grad_(True) if use_shift else None
+            shift = (
+                table.shift[rows].clone().to(ctx.device).requires_grad_(True) if use_shift else None
+            )
             per = self._pred(ctx, batch, rows, omega, shift)
             wrt = [omega] + ([shift] if shift is not None else [])
             grads = torch.autograd.grad(per.sum(), wrt)
@@ -213,7 +230,9 @@ class DirectStage(PoseStage):
             ctx.dec_opt.step()
         with torch.no_grad():
             rot = table.rotations(rows).cpu()
-        return StepResult(float(loss.detach()), rot, None, table.shift[rows].clone() if use_shift else None)
+        return StepResult(
+            float(loss.detach()), rot, None, table.shift[rows].clone() if use_shift else None
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """No own state (the table is checkpointed by the trainer)."""

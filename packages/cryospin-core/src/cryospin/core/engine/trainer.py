@@ -55,7 +55,7 @@ class TrainResult:
 
 
 def _evaluator() -> Any:
-    """The evaluation module, or ``None`` while it is not installed."""
+    """Return the evaluation glue module, or ``None`` while it is not installed."""
     try:
         from cryospin.core.engine import report
 
@@ -67,9 +67,16 @@ def _evaluator() -> Any:
 class Trainer:
     """Reconstruct the particles of ``data`` with the stages of ``cfg``."""
 
-    def __init__(self, cfg: RunConfig, data: ParticleData, ckpt_dir: Path, metrics_path: Path,
-                 truth: Truth | None = None, tag: dict[str, Any] | None = None,
-                 console: Any = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: ParticleData,
+        ckpt_dir: Path,
+        metrics_path: Path,
+        truth: Truth | None = None,
+        tag: dict[str, Any] | None = None,
+        console: Any = None,
+    ) -> None:
         from cryospin.core.registry import get_registry
 
         self.cfg = cfg
@@ -102,18 +109,32 @@ class Trainer:
             self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
         self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
         self.table = PoseTable(self.n_total, cfg.lr_pose, cfg.lr_shift, tuple(cfg.pose_betas))
-        self.ctx = EngineContext(cfg, self.decoder, self.encoder, self.table, self.data.box,
-                                 self.data.pixel_size_A, self.device,
-                                 frequency_mask(self.data.box, cfg.mask_radius, self.device),
-                                 self.dec_opt, self.enc_opt)
-        self.stages = {name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")}
+        self.ctx = EngineContext(
+            cfg,
+            self.decoder,
+            self.encoder,
+            self.table,
+            self.data.box,
+            self.data.pixel_size_A,
+            self.device,
+            frequency_mask(self.data.box, cfg.mask_radius, self.device),
+            self.dec_opt,
+            self.enc_opt,
+        )
+        self.stages = {
+            name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")
+        }
         self.n_heads = int(self.encoder.n_candidates) if self.encoder is not None else 1
         # loop state
         self.epoch = 0
         self.step_in_epoch = 0
         self.global_step = 0
         self.stage_name = "direct" if cfg.stage_schedule == "direct" else "amortized"
-        if cfg.stage_schedule == "semi-amortized" and cfg.switch == "epoch" and cfg.switch_epoch == 0:
+        if (
+            cfg.stage_schedule == "semi-amortized"
+            and cfg.switch == "epoch"
+            and cfg.switch_epoch == 0
+        ):
             self.stage_name = "direct"
         self.table_ready = False
         self.switch_epoch: int | None = None
@@ -131,23 +152,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The complete resumable state."""
+        """Return the complete resumable state."""
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.model_dump(mode="json"),
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step, "stage": self.stage_name,
-            "table_ready": self.table_ready, "switch_epoch": self.switch_epoch,
-            "patience": self.patience, "prev_loss": self.prev_loss,
-            "decoder": self.decoder.state_dict(), "dec_opt": self.dec_opt.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "stage": self.stage_name,
+            "table_ready": self.table_ready,
+            "switch_epoch": self.switch_epoch,
+            "patience": self.patience,
+            "prev_loss": self.prev_loss,
+            "decoder": self.decoder.state_dict(),
+            "dec_opt": self.dec_opt.state_dict(),
             "encoder": None if self.encoder is None else self.encoder.state_dict(),
             "enc_opt": None if self.enc_opt is None else self.enc_opt.state_dict(),
             "table": self.table.state_dict(),
-            "rot": self.rot.clone(), "prev_rot": self.prev_rot,
-            "winners": self.winners.copy(), "prev_winners": self.prev_winners.copy(),
-            "shift": self.shift.clone(), "acc": dict(self.acc),
+            "rot": self.rot.clone(),
+            "prev_rot": self.prev_rot,
+            "winners": self.winners.copy(),
+            "prev_winners": self.prev_winners.copy(),
+            "shift": self.shift.clone(),
+            "acc": dict(self.acc),
             "stage_stats": json.loads(json.dumps(self.stage_stats)),
-            "torch_rng": torch.get_rng_state(), "done": self.done,
+            "torch_rng": torch.get_rng_state(),
+            "done": self.done,
         }
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
@@ -195,7 +225,7 @@ class Trainer:
         self.metrics_path.write_text("".join(k + "\n" for k in keep))
 
     def metrics(self) -> list[dict[str, Any]]:
-        """This trainer's records from ``metrics.jsonl``."""
+        """Return the records of this trainer from ``metrics.jsonl``."""
         if not self.metrics_path.exists():
             return []
         recs = [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x.strip()]
@@ -207,7 +237,8 @@ class Trainer:
         rows = torch.as_tensor(self.data.indices)
         if self.encoder is not None:
             idx, rots, shifts, wins = self.stages["amortized"].best_candidates(
-                self.ctx, self.data, self.cfg.batch_size, progress)
+                self.ctx, self.data, self.cfg.batch_size, progress
+            )
             rows = torch.as_tensor(idx)
             self.table.set_base(rows, rots)
             if shifts is not None:
@@ -230,9 +261,18 @@ class Trainer:
         if cfg.switch == "epoch":
             return done >= cfg.switch_epoch
         rule = cfg.auto_switch
-        loss_change = None if self.prev_loss in (None, 0) else abs(loss - self.prev_loss) / abs(self.prev_loss)
-        ok = (done >= rule.min_epochs and head_change is not None and loss_change is not None
-              and head_change <= rule.head_change_max and loss_change <= rule.loss_change_max)
+        loss_change = (
+            None
+            if self.prev_loss in (None, 0)
+            else abs(loss - self.prev_loss) / abs(self.prev_loss)
+        )
+        ok = (
+            done >= rule.min_epochs
+            and head_change is not None
+            and loss_change is not None
+            and head_change <= rule.head_change_max
+            and loss_change <= rule.loss_change_max
+        )
         self.patience = self.patience + 1 if ok else 0
         return self.patience >= rule.patience or done >= rule.max_epochs
 
@@ -242,10 +282,13 @@ class Trainer:
         idx = self.data.indices
         loss = self.acc["loss"] / max(self.acc["n"], 1)
         rec: dict[str, Any] = {
-            "epoch": epoch, "stage": self.stage_name, "loss": loss,
+            "epoch": epoch,
+            "stage": self.stage_name,
+            "loss": loss,
             "wall_time_s": self.acc["time"],
             "images_per_s": self.acc["n"] / self.acc["time"] if self.acc["time"] > 0 else None,
-            "mask_radius": cfg.mask_radius_at(epoch), "steps": self.global_step,
+            "mask_radius": cfg.mask_radius_at(epoch),
+            "steps": self.global_step,
         }
         if self.prev_rot is not None:
             d = geodesic_distance_deg(self.prev_rot[idx].double(), self.rot[idx].double())
@@ -299,7 +342,9 @@ class Trainer:
                 if self.stage_name == "direct" and not self.table_ready:
                     bar.describe("switch pass", epoch)
                     self._switch_pass()
-                self.ctx.mask = frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device)
+                self.ctx.mask = frequency_mask(
+                    self.data.box, cfg.mask_radius_at(epoch), self.device
+                )
                 batches = self.data.batches(cfg.seed, epoch, cfg.batch_size)
                 stage = self.stages[self.stage_name]
                 bar.describe(self.stage_name, epoch)
@@ -343,12 +388,13 @@ class Trainer:
         return self.result()
 
     def result(self) -> TrainResult:
-        """Final map and poses of this trainer's particles."""
+        """Return the final map and poses of this trainer's particles."""
         idx = self.data.indices
         winners = self.winners[idx].copy()
         if self.stage_name == "amortized" and self.encoder is not None:
             gidx, rots, shifts, wins = self.stages["amortized"].best_candidates(
-                self.ctx, self.data, self.cfg.batch_size)
+                self.ctx, self.data, self.cfg.batch_size
+            )
             self.rot[gidx] = rots.to(self.rot.dtype)
             winners = wins
             if shifts is not None:
@@ -362,10 +408,18 @@ class Trainer:
             vol = self.decoder.to_map().detach().float().cpu()
         stats = {}
         for name, st in self.stage_stats.items():
-            stats[name] = {**st, "images_per_s": st["images"] / st["time_s"] if st["time_s"] else None}
+            stats[name] = {
+                **st,
+                "images_per_s": st["images"] / st["time_s"] if st["time_s"] else None,
+            }
         return TrainResult(
-            volume=vol, indices=idx.copy(), rotations=self.rot[idx].numpy().astype(np.float64),
+            volume=vol,
+            indices=idx.copy(),
+            rotations=self.rot[idx].numpy().astype(np.float64),
             shifts_px=self.shift[idx].numpy().astype(np.float64) if self.cfg.shifts else None,
-            winners=winners, stage_stats=stats, metrics=self.metrics(), n_heads=self.n_heads,
+            winners=winners,
+            stage_stats=stats,
+            metrics=self.metrics(),
+            n_heads=self.n_heads,
             switch_epoch=self.switch_epoch,
         )
