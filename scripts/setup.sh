@@ -10,4 +10,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -c constraints.txt \
   -e packages/cryospin-core -e packages/cryospin-io \
   -e packages/cryospin-encoders -e packages/cryospin-decoders \
+  -e examples/cryospin-example-plugin \
   -e "packages/cryospin-core[test]"
