@@ -10,10 +10,8 @@ from cryospin.core.testing import check_decoder, random_rotations
 
 DECODERS = get_registry().names("decoder")
 
-# check_decoder_outputs compares dec(rot[:B]) with dec(rot.reshape(B, 2, 3, 3))[:, 0], which are
-# the same rotations only for B = 1 (rot[:B] vs rot[0::2]); batch=1 keeps the rest of that check
-# (centring, Hermitian symmetry, to_map) and test_batch_shapes below covers the batching rule.
-BATCH = 1
+# decoder batch for the contract checks (check_decoder also tries (B, 2, 3, 3) and batch 1 paths)
+BATCH = 3
 
 
 def test_builtins_registered() -> None:
@@ -54,8 +52,9 @@ def test_decoder_contract_configs(name: str, config: dict) -> None:
 def test_batch_shapes(name: str) -> None:
     """``(B, M, 3, 3)`` gives the same slices as the flattened ``(B*M, 3, 3)`` batch."""
     torch.manual_seed(0)
-    dec = get_registry().get("decoder", name)
-    dec = dec(dec.Config(), 16, 4.0).double()
+    cls = get_registry().get("decoder", name)
+    config = cls.Config(hidden=64) if name == "mlp" else cls.Config()
+    dec = cls(config, 16, 4.0).double()
     rot = random_rotations(6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with torch.no_grad():
         flat = dec(rot)
