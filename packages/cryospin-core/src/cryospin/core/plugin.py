@@ -18,6 +18,7 @@ def register_commands(cli: Any) -> None:
     cli.add_command(run)
     cli.add_command(demo)
     cli.add_command(__import__("cryospin.core.cli.align_maps", fromlist=["x"]).align_maps)
+    cli.add_command(__import__("cryospin.core.cli.grid", fromlist=["x"]).grid)
 
 
 @hookimpl

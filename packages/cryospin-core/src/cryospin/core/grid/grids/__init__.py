@@ -1,0 +1,1 @@
+"""Grids shipped with cryospin (package data): ``paper-table2``, ``heads``, ``switch``."""

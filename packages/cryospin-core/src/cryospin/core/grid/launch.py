@@ -1,0 +1,224 @@
+"""Launching a grid's runs: locally (one after another or ``--jobs N`` at a time) or on SLURM.
+
+Launchers:
+
+* ``local``: each run is a subprocess ``python -m cryospin.core.grid.worker RUN_DIR`` (so its
+  peak memory is its own), ``jobs`` of them at a time; output goes to ``RUN_DIR/grid.log``.
+* ``slurm``: each run is one task of a submitit job array (``submitit.AutoExecutor``) with the
+  partition, time limit, GPUs, CPUs and memory of :class:`SlurmOptions`; ``jobs`` caps the array's
+  parallelism. A task that reaches its time limit or is pre-empted requeues itself and resumes
+  from its checkpoint (submitit checkpointing). ``SlurmOptions.cluster = "local"`` runs the same
+  path through submitit's local executor (tests, workstations).
+* ``inline``: in this process, one after another (debugging and tests; the reported peak memory
+  then grows over the grid).
+
+Finished runs (``summary.json``) are skipped; interrupted ones resume from their checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryospin.core.errors import ConfigError
+from cryospin.core.grid.runs import (
+    LOG_FILE,
+    execute_point,
+    last_error,
+    python,
+    run_state,
+)
+
+#: worker exit status -> outcome
+EXIT_STATES = {0: "done", 3: "stopped", 130: "interrupted", 2: "failed", 1: "failed"}
+LAUNCHERS = ("local", "slurm", "inline")
+
+
+@dataclass
+class SlurmOptions:
+    """Resources of each SLURM task (submitit parameter names in brackets)."""
+
+    partition: str | None = None  # slurm_partition
+    time_min: int = 60  # timeout_min
+    gpus_per_node: int = 0  # gpus_per_node
+    cpus_per_task: int = 2  # cpus_per_task
+    mem_gb: float | None = None  # mem_gb
+    extra: dict[str, Any] = field(default_factory=dict)  # slurm_additional_parameters
+    cluster: str | None = None  # None: SLURM (auto-detected by submitit); "local"/"debug"
+    wait: bool = True  # wait for the jobs and report their outcome
+
+
+def parse_time(text: str | int) -> int:
+    """SLURM time (``90``, ``1:30:00``, ``2-00:00:00``) -> whole minutes (at least 1)."""
+    s = str(text).strip()
+    try:
+        days = 0
+        if "-" in s:
+            d, s = s.split("-", 1)
+            days = int(d)
+        parts = [int(p) for p in s.split(":")]
+    except ValueError:
+        raise ConfigError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS") from None
+    if len(parts) == 1:
+        minutes = parts[0]
+    elif len(parts) == 2:
+        minutes = parts[0] * 60 + parts[1]  # H:MM (SLURM reads MM:SS; hours are what one means)
+    elif len(parts) == 3:
+        minutes = parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
+    else:
+        raise ConfigError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS")
+    return max(1, days * 24 * 60 + minutes)
+
+
+Report = Callable[[Path, str, float], None]
+
+
+def _quiet(run_dir: Path, state: str, seconds: float) -> None:
+    return None
+
+
+def launch_inline(dirs: list[Path], report: Report = _quiet,
+                  console: Any = None) -> dict[Path, str]:
+    """Run the folders one after another in this process; stop at an interruption."""
+    states: dict[Path, str] = {}
+    for d in dirs:
+        t0 = time.perf_counter()
+        try:
+            state = execute_point(d, console=console)
+        except Exception:
+            state = "failed"
+        states[d] = state
+        report(d, state, time.perf_counter() - t0)
+        if state == "interrupted":
+            break
+    return states
+
+
+def _subprocess(run_dir: Path) -> str:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with (run_dir / LOG_FILE).open("a") as log:
+        log.write(f"=== cryospin grid: {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.flush()
+        rc = subprocess.run([python(), "-m", "cryospin.core.grid.worker", str(run_dir)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    state = EXIT_STATES.get(rc, "failed")
+    if state == "failed" and not last_error(run_dir):
+        (run_dir / "grid_error.txt").write_text(f"worker exited with status {rc}\n")
+    return state
+
+
+def launch_local(dirs: list[Path], jobs: int = 1, report: Report = _quiet) -> dict[Path, str]:
+    """Run each folder in its own subprocess, ``jobs`` at a time.
+
+    Ctrl-C reaches the running workers too (same process group): they checkpoint and stop, and
+    no further run starts.
+    """
+    states: dict[Path, str] = {}
+    stop = False
+
+    def one(d: Path) -> str:
+        if stop:
+            return "skipped"
+        t0 = time.perf_counter()
+        state = _subprocess(d)
+        report(d, state, time.perf_counter() - t0)
+        return state
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {d: pool.submit(one, d) for d in dirs}
+        try:
+            for d, fut in futures.items():
+                states[d] = fut.result()
+                if states[d] == "interrupted":
+                    stop = True
+        except KeyboardInterrupt:
+            stop = True
+            for fut in futures.values():
+                fut.cancel()
+            for d, fut in futures.items():
+                if not fut.cancelled():
+                    states[d] = fut.result()
+    return {d: s for d, s in states.items() if s != "skipped"}
+
+
+class PointJob:
+    """The submitit callable: run one folder; requeue itself on timeout or pre-emption."""
+
+    def __call__(self, run_dir: str) -> str:
+        """Run or resume the point in ``run_dir``."""
+        return execute_point(Path(run_dir))
+
+    def checkpoint(self, run_dir: str) -> Any:
+        """Submitit hook: resubmit; the new task resumes from the run's last checkpoint."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, run_dir)
+
+
+def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
+    """Return a configured ``submitit.AutoExecutor`` (logs in ``folder``)."""
+    try:
+        import submitit
+    except ImportError:  # pragma: no cover
+        raise ConfigError("--launcher slurm needs submitit (pip install submitit)") from None
+    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=opts.cluster)
+    params: dict[str, Any] = {
+        "name": "cryospin-grid", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_node,
+        "cpus_per_task": opts.cpus_per_task, "tasks_per_node": 1, "nodes": 1,
+        "slurm_array_parallelism": max(1, jobs),
+    }
+    if opts.partition:
+        params["slurm_partition"] = opts.partition
+    if opts.mem_gb:
+        params["mem_gb"] = opts.mem_gb
+    if opts.extra:
+        params["slurm_additional_parameters"] = dict(opts.extra)
+    executor.update_parameters(**params)
+    return executor
+
+
+def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
+                 report: Report = _quiet, poll_s: float = 2.0,
+                 echo: Callable[[str], None] = print) -> dict[Path, str]:
+    """Submit the folders as one job array; with ``opts.wait`` wait and collect the outcomes."""
+    if not dirs:
+        return {}
+    executor = slurm_executor(Path(out) / "slurm", opts, jobs)
+    job_list = executor.map_array(PointJob(), [str(d) for d in dirs])
+    ids = {str(d): j.job_id for d, j in zip(dirs, job_list, strict=True)}
+    import json
+
+    from cryospin.core.grid.runs import atomic_write_text
+
+    atomic_write_text(Path(out) / "slurm" / "jobs.json", json.dumps(ids, indent=2) + "\n")
+    echo(f"submitted {len(job_list)} job(s): {job_list[0].job_id}"
+         + (f" .. {job_list[-1].job_id}" if len(job_list) > 1 else "")
+         + f"; logs in {Path(out) / 'slurm'}")
+    if not opts.wait:
+        return {d: "submitted" for d in dirs}
+    t0 = time.perf_counter()
+    pending = dict(zip(dirs, job_list, strict=True))
+    states: dict[Path, str] = {}
+    while pending:
+        for d, job in list(pending.items()):
+            if not job.done():
+                continue
+            try:
+                state = job.result()
+            except Exception:
+                state = "failed" if run_state(d) != "done" else "done"
+                if state == "failed" and not last_error(d):
+                    (d / "grid_error.txt").write_text(f"submitit job {job.job_id} failed; see "
+                                                      f"{Path(out) / 'slurm'}\n")
+            states[d] = state
+            del pending[d]
+            report(d, state, time.perf_counter() - t0)
+        if pending:
+            time.sleep(poll_s)
+    return states
