@@ -109,15 +109,19 @@ class AtomProjector:
         """Compute the potential (V) on the ``L^3`` grid ``[z, y, x]``, centre of mass at L // 2."""
         n = self.box
         coords = self.model.xyz_A[:, [2, 1, 0]] / self.pixel_size_A
-        c = nufft.type1_rfft(
-            coords, self.model.weight, self.model.species, len(self.model.elements), n, msp=msp
-        )
         kz = np.fft.fftfreq(n, d=self.pixel_size_A)[:, None, None]
         ky = np.fft.fftfreq(n, d=self.pixel_size_A)[None, :, None]
         kx = np.fft.rfftfreq(n, d=self.pixel_size_A)[None, None, :]
         q = np.sqrt(kz**2 + ky**2 + kx**2)
         ff = self.model.form_factor(q, self.bfactor_A2)
-        spec = np.einsum("szyx,szyx->zyx", ff, c) * (POTENTIAL_CONSTANT_V_A2 / self.pixel_size_A**3)
+        spec = np.zeros(q.shape, dtype=np.complex128)
+        for s in range(len(self.model.elements)):  # one species at a time bounds the memory
+            sel = self.model.species == s
+            c = nufft.type1_rfft(
+                coords[sel], self.model.weight[sel], np.zeros(sel.sum(), np.int64), 1, n, msp=msp
+            )
+            spec += ff[s] * c[0]
+        spec *= POTENTIAL_CONSTANT_V_A2 / self.pixel_size_A**3
         spec = drop_nyquist(spec)
         vol = np.fft.irfftn(spec, s=(n, n, n), axes=(0, 1, 2))
         idx = crop_indices(n, n)
