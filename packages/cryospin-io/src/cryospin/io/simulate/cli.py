@@ -9,8 +9,20 @@ from pydantic import ValidationError
 
 from cryospin.core.errors import ConfigError
 
+HELP = """Simulate particles from an atomic model or map: the paper's synthetic protocol.
 
-@click.command("simulate")
+Haar-uniform poses, real CTFs (default: the bundled EMPIAR-10028 table), optional shifts and
+white Gaussian noise at the given SNR (noise variance = var(clean CTF-modulated image) / SNR).
+Writes particles.mrcs, particles.star (RELION 3.1), gt_map.mrc, ground_truth.npz and meta.json
+into --out.
+
+\b
+Example:
+    cryospin simulate --preset hsp90 --box 64 --n 5000 --snr 0.1 --seed 0 --out sim/
+"""
+
+
+@click.command("simulate", help=HELP)
 @click.option("--preset", type=click.Choice(["hsp90", "spike"]), help="bundled paper dataset")
 @click.option(
     "--model",
@@ -133,16 +145,7 @@ from cryospin.core.errors import ConfigError
     help="processes (the output does not depend on it)",
 )
 def simulate(**kw: object) -> None:
-    r"""Simulate particles from an atomic model or map: the paper's synthetic protocol.
-
-    Haar-uniform poses, real CTFs (default: the bundled EMPIAR-10028 table), optional shifts and
-    white Gaussian noise at the given SNR. Writes particles.mrcs, particles.star (RELION 3.1),
-    gt_map.mrc, ground_truth.npz and meta.json into --out.
-
-    \b
-    Example:
-        cryospin simulate --preset hsp90 --box 64 --n 5000 --snr 0.1 --seed 0 --out sim/
-    """
+    """Run ``cryospin simulate`` (help text: :data:`HELP`)."""
     from cryospin.io.simulate.simulator import SimulationConfig, simulate_dataset
 
     kw["map"] = kw.pop("map_")
