@@ -31,8 +31,8 @@ protein-dark, like raw data). ``--set simulate.KEY=VALUE`` overrides the block. 
 and without a ``simulate`` block the grid is invalid (give ``--particles``).
 
 Every point is validated before anything runs: the run configuration
-(:func:`cryospin.core.engine.config.validate_config`), the encoder/decoder names through the
-registry, their component configurations, and, when the working box is known, a dry construction
+(:func:`cryospin.core.engine.config.validate_config`), that ``particles``/``gt_map`` files exist,
+the encoder/decoder names through the registry, their component configurations, and, when the working box is known, a dry construction
 of the encoder (which checks the box against the network depth). The first bad point raises one
 :class:`~cryospin.core.errors.ConfigError` line naming the point, its seed and the field.
 
@@ -56,8 +56,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cryospin.core.errors import ConfigError, CryospinError
 
-#: Fields whose change does not change a run's result: a finished run is reused despite them.
-NEUTRAL_FIELDS = frozenset({"progress", "num_threads", "device", "cache_images"})
+#: Fields that do not change a run's result: a run folder is reused (resumed) despite them.
+#: ``max_steps`` is among them so that a run stopped by it resumes when it is lifted.
+NEUTRAL_FIELDS = frozenset({"progress", "num_threads", "device", "cache_images", "max_steps"})
 SIMULATE_PREFIX = "simulate."
 GRIDS_PACKAGE = "cryospin.core.grid.grids"
 
@@ -333,7 +334,8 @@ def expand(
                     data["particles"] = particles
                 if gt_map is not None:
                     data["gt_map"] = gt_map
-                if not data.get("particles"):
+                simulated = not data.get("particles")
+                if simulated:
                     if simulate is None:
                         raise ConfigError(f"{where}: no particles: give --particles, set "
                                           "'particles' in the grid, or add a simulate block")
@@ -347,6 +349,7 @@ def expand(
                     cfg = validate_config(data)
                 except ConfigError as exc:
                     raise ConfigError(f"{where}: {exc}") from None
+                _check_files(cfg, where, Path(data["particles"]).parent if simulated else None)
                 key = f"{label}/seed{seed}"
                 if key in seen:
                     raise ConfigError(f"{where}: two points share the label '{label}'; "
@@ -360,6 +363,15 @@ def expand(
             validate_components(pt, box if pt.config.particles and simulate is not None
                                 and _uses_data_dir(pt, data_dir) else None)
     return Grid(name=name, spec=spec, source=str(source), simulate=simulate, points=points)
+
+
+def _check_files(cfg: Any, where: str, data_dir: Path | None) -> None:
+    """``particles``/``gt_map`` must exist, except the simulated stack's (made before running)."""
+    for name in ("particles", "gt_map"):
+        value = getattr(cfg, name)
+        if value and not Path(value).exists() and (data_dir is None
+                                                    or Path(value).parent != data_dir):
+            raise ConfigError(f"{where}: field '{name}': file {value} not found")
 
 
 def _uses_data_dir(point: GridPoint, data_dir: Path | None) -> bool:
