@@ -10,7 +10,7 @@ Conventions
   ``R y + t``. Sampling is trilinear (``torch.nn.functional.grid_sample``,
   ``align_corners=True`` with index ``i`` at normalised coordinate ``2 i / (D - 1) - 1``, so the
   centre stays exactly on the centre voxel; the grid's last dimension is ``(x, y, z)``,
-  CONVENTIONS item 4); outside the box is zero.
+  CONVENTIONS item 4); points outside the box read ``fill`` (default 0).
 * :func:`flip_hand` mirrors ``z -> -z`` about the centre: ``out(x, y, z) = vol(x, y, -z)``.
 * :func:`align_maps` ``(ref, moving)`` finds ``flipped``, ``R`` and ``t`` such that
   ``rotate_map(flip_hand(moving) if flipped else moving, R, t)`` best matches ``ref``.
@@ -31,6 +31,11 @@ Algorithm
 4. The winner is refined again on maps cropped to ``refine_box`` (48) with a milder low-pass, and
    the transform is applied to the full-size, unfiltered ``moving`` map.
 
+Scoring uses each map minus its solvent level (:func:`background_level`, the median outside the
+inscribed sphere), so the zeros read from outside the box look like solvent; the final aligned
+map is filled with ``moving``'s solvent level there. The correlation is insensitive to the maps'
+scale and offset.
+
 On 64^3 maps this takes a few seconds on two CPU cores.
 """
 
@@ -49,6 +54,7 @@ __all__ = [
     "AlignmentInfo",
     "align_maps",
     "apply_alignment",
+    "background_level",
     "flip_hand",
     "hopf_grid",
     "lowpass_gaussian",
@@ -135,12 +141,18 @@ def _sample(vol: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
 
 
 def rotate_map(
-    vol: Any, rotation: Any, shift_vox: Any = (0.0, 0.0, 0.0), *, flip: bool = False
+    vol: Any,
+    rotation: Any,
+    shift_vox: Any = (0.0, 0.0, 0.0),
+    *,
+    flip: bool = False,
+    fill: float = 0.0,
 ) -> np.ndarray:
     """Resample ``out(x) = vol(R^T (x - t))`` trilinearly; ``t`` in voxels ``(x, y, z)``.
 
-    With ``flip=True`` the map is hand-flipped (:func:`flip_hand`) first. Returns float numpy with
-    the input's floating dtype (float32 for integer input).
+    With ``flip=True`` the map is hand-flipped (:func:`flip_hand`) first. Points that fall
+    outside the box read ``fill`` (e.g. the map's background level, :func:`background_level`).
+    Returns float numpy with the input's floating dtype (float32 for integer input).
     """
     arr = _to_numpy(vol)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
@@ -151,8 +163,19 @@ def rotate_map(
     t = torch.as_tensor(np.asarray(shift_vox, dtype=np.float64))
     pts = _grid_points(d)
     src = (pts - t) @ r  # row form of R^T (x - t)
-    out = _sample(torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64), src)
+    base = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64)
+    out = _sample(base - fill, src) + fill if fill else _sample(base, src)
     return out.reshape(d, d, d).numpy().astype(dtype)
+
+
+def background_level(vol: Any) -> float:
+    """Median of the voxels outside the sphere inscribed in the box (the solvent level)."""
+    arr = np.asarray(_to_numpy(vol), dtype=np.float64)
+    d = arr.shape[0]
+    r = np.arange(d) - d // 2
+    z, y, x = np.meshgrid(r, r, r, indexing="ij")
+    outside = (x * x + y * y + z * z) > (d / 2) ** 2
+    return float(np.median(arr[outside])) if outside.any() else 0.0
 
 
 def real_space_correlation(a: Any, b: Any, mask: Any | None = None) -> float:
@@ -278,9 +301,11 @@ def apply_alignment(vol: Any, info: AlignmentInfo, pixel_size_A: float | None = 
     """Apply an :func:`align_maps` result to another map on the same grid (e.g. a half-map or mask).
 
     ``pixel_size_A`` defaults to ``info.pixel_size_A`` (it converts ``shift_A`` to voxels).
+    Samples from outside the box read the map's :func:`background_level`.
     """
     apix = info.pixel_size_A if pixel_size_A is None else pixel_size_A
-    return rotate_map(vol, info.rotation, np.asarray(info.shift_A) / apix, flip=info.flipped)
+    shift = np.asarray(info.shift_A) / apix
+    return rotate_map(vol, info.rotation, shift, flip=info.flipped, fill=background_level(vol))
 
 
 class _Level:
@@ -298,8 +323,9 @@ class _Level:
         self.box = min(box, d)
         self.scale = d / self.box  # full-size voxels per level voxel
         self.dtype = dtype
-        r = lowpass_gaussian(_crop(ref, self.box), sigma_frac * 0.5)
-        m = lowpass_gaussian(_crop(mov, self.box), sigma_frac * 0.5)
+        # solvent at 0, so that samples from outside the box (read as 0) look like solvent
+        r = lowpass_gaussian(_crop(ref - background_level(ref), self.box), sigma_frac * 0.5)
+        m = lowpass_gaussian(_crop(mov - background_level(mov), self.box), sigma_frac * 0.5)
         self.ref_np = r
         self.mov_np = m
         self.mov = torch.as_tensor(m, dtype=dtype)
@@ -482,7 +508,8 @@ def align_maps(
     t_full = t_fine * fine.scale
     timings["refine"] = time.perf_counter() - t_start - sum(timings.values())
 
-    aligned = rotate_map(mov_np, rot, t_full, flip=flipped).astype(np.float32)
+    fill = background_level(mov_np)
+    aligned = rotate_map(mov_np, rot, t_full, flip=flipped, fill=fill).astype(np.float32)
     sphere = (_grid_points(d).numpy() ** 2).sum(-1).reshape(d, d, d) <= (d / 2) ** 2
     info = AlignmentInfo(
         rotation=rot,
