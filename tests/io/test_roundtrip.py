@@ -277,3 +277,17 @@ def test_engine_bridge_methods(trpv1, tmp_path):
     star_src.write_poses_pkl(tmp_path / "p.pkl", rot, shifts, trpv1.pixel_size_A, trpv1.box)
     r2, s2 = read_poses_pkl(tmp_path / "p.pkl", trpv1.box, trpv1.pixel_size_A)
     np.testing.assert_allclose(s2, shifts, atol=1e-4)
+
+
+def test_cs_to_star_conversion(stacks, tmp_path):
+    """A .cs stack written as a RELION STAR: names from blob/idx and blob/path, same images."""
+    folder = stacks / "empiar-10076"
+    cs = open_particles(folder / "empiar_10076_7.cs")
+    rot, shifts = _random_poses(len(cs), seed=6)
+    write_star(tmp_path / "from_cs.star", cs, rotations=rot, shifts_A=shifts)
+    star = open_particles(tmp_path / "from_cs.star", datadir=folder)
+    assert star.metadata["rlnImageName"][0] == "000001@empiar_10076_7.mrc"
+    np.testing.assert_array_equal(star.images.read(np.arange(7)), cs.images.read(np.arange(7)))
+    np.testing.assert_allclose(star.ctf.defocus_angle_deg, cs.ctf.defocus_angle_deg, rtol=1e-9)
+    assert star.pixel_size_A == pytest.approx(cs.pixel_size_A)
+    assert _deg(rot, star.rotations) < 1e-5

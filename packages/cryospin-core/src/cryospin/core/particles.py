@@ -61,8 +61,10 @@ class ParticleStack:
     Attributes:
         path: the metadata (or stack) file it was read from.
         images: lazy :class:`ImageReader` over the N images.
-        box: image side L in pixels.
-        pixel_size_A: pixel size in Å.
+        box: image side L in pixels (``None`` only for metadata opened without its images
+            whose file does not state the box).
+        pixel_size_A: pixel size in Å (NaN only for metadata opened without its images whose
+            file does not state it).
         ctf: per-particle :class:`CTFParams`.
         rotations: ``(N, 3, 3)`` float64 RELION A matrices, or ``None`` when no poses are known.
         shifts_A: ``(N, 2)`` RELION origins ``(rlnOriginXAngst, rlnOriginYAngst)`` in Å, or ``None``.

@@ -93,20 +93,23 @@ class MrcStackSource(_MapsAndPkl, ImageSource):
 
     def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
         """Open a stack; ``datadir`` and ``stack`` do not apply; ``images=False`` is accepted."""
-        from cryospin.io.mrc import open_stacks, read_stack_header
+        from cryospin.io.mrc import MrcImageReader, read_stack_header
 
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found")
 
-        n = read_stack_header(path).n
-        reader, headers = open_stacks([path], np.zeros(n, np.int32), np.arange(n), path)
-        pixel = headers[0].pixel_size_A
+        header = read_stack_header(path)
+        reader = MrcImageReader(
+            [path], np.zeros(header.n, np.int32), np.arange(header.n), header.box
+        )
+        pixel = header.pixel_size_A
         if not pixel > 0:
             raise InputError(
                 f"{path}: header pixel size is {pixel}; expected a positive size in Å "
                 "(give the particles as a STAR or .cs file that states it)"
             )
+        n = header.n
         nan = np.full(n, np.nan)
         ctf = CTFParams(*(nan.copy() for _ in range(7)))
         return ParticleStack(

@@ -344,6 +344,20 @@ def ctf_columns(ctf: CTFParams) -> dict[str, np.ndarray]:
     return cols
 
 
+def _image_names(stack: ParticleStack) -> np.ndarray:
+    """``N@path`` names of a stack without a STAR table: given ones, or from a ``.cs`` array."""
+    if "image_names" in stack.extra:
+        return np.asarray(stack.extra["image_names"], dtype=object)
+    meta = stack.metadata
+    if isinstance(meta, np.ndarray) and meta.dtype.names and "blob/path" in meta.dtype.names:
+        paths = [p.decode() if isinstance(p, bytes) else str(p) for p in meta["blob/path"]]
+        return np.array(
+            [f"{int(i) + 1:06d}@{p}" for i, p in zip(meta["blob/idx"], paths, strict=True)],
+            dtype=object,
+        )
+    raise ValueError(f"{stack.path}: no image names to write (expected extra['image_names'])")
+
+
 def write_star(
     path: str | Path,
     stack: ParticleStack,
@@ -356,14 +370,15 @@ def write_star(
     ``rotations`` ``(N, 3, 3)`` (RELION ``A``) and ``shifts_A`` ``(N, 2)`` (RELION origins in Å)
     when given, else the stack's own; they replace ``rlnAngleRot/Tilt/Psi`` and
     ``rlnOriginXAngst/YAngst`` (pixel origins ``rlnOriginX/Y`` of a 3.0 file are dropped, being
-    superseded). A stack without ``metadata`` (e.g. from :func:`new_particle_stack`) gets
-    ``rlnImageName`` from ``stack.extra["image_names"]``.
+    superseded). A stack without a STAR table gets ``rlnImageName`` from
+    ``stack.extra["image_names"]`` (:func:`new_particle_stack`) or, read from a ``.cs`` file,
+    from ``blob/idx`` and ``blob/path`` (cryoSPARC's ``>`` prefix kept), plus its CTF columns.
     """
     n = len(stack)
     if stack.metadata is not None and isinstance(stack.metadata, pd.DataFrame):
         particles = stack.metadata.copy()
     else:
-        particles = pd.DataFrame({"rlnImageName": stack.extra["image_names"]})
+        particles = pd.DataFrame({"rlnImageName": _image_names(stack)})
         for name, values in ctf_columns(stack.ctf).items():
             particles[name] = values
         if stack.half_set is not None:
