@@ -98,7 +98,6 @@ class MrcStackSource(_MapsAndPkl, ImageSource):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found")
-
         header = read_stack_header(path)
         reader = MrcImageReader(
             [path], np.zeros(header.n, np.int32), np.arange(header.n), header.box
@@ -152,7 +151,11 @@ def open_particles(
     for name in registry.names("image_source"):
         source = registry.get("image_source", name)
         if suffix in source.suffixes:
-            options: dict[str, object] = {"images": images}
+            # Only non-default options: a third-party source may implement just the
+            # interface's read(path, datadir).
+            options: dict[str, object] = {}
+            if not images:
+                options["images"] = False
             if stack is not None:
                 options["stack"] = Path(stack)
             return source.read(path, Path(datadir) if datadir else None, **options)
