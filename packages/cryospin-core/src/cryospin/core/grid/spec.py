@@ -32,8 +32,9 @@ and without a ``simulate`` block the grid is invalid (give ``--particles``).
 
 Every point is validated before anything runs: the run configuration
 (:func:`cryospin.core.engine.config.validate_config`), that ``particles``/``gt_map`` files exist,
-the encoder/decoder names through the registry, their component configurations, and, when the working box is known, a dry construction
-of the encoder (which checks the box against the network depth). The first bad point raises one
+the encoder/decoder names through the registry, their component configurations, and, when the
+working box is known, a dry construction of the encoder (which checks the box against the network
+depth). The first bad point raises one
 :class:`~cryospin.core.errors.ConfigError` line naming the point, its seed and the field.
 
 Run folders: ``DIR/runs/<label>/seed<k>/``, with ``<label>`` the point's name and axis values
