@@ -104,10 +104,10 @@ def _expected(s: np.ndarray, t: np.ndarray, flipped: bool) -> tuple[np.ndarray, 
     return r, -r @ (FLIP @ t if flipped else t)
 
 
-@pytest.mark.parametrize(("flipped", "seed"), [(False, 0), (True, 1), (True, 2)])
+@pytest.mark.parametrize(("flipped", "seed"), [(False, 0), (True, 1)])
 def test_align_recovers_rotation_hand_and_shift(flipped: bool, seed: int) -> None:
     apix = 2.5
-    ref = blob_map(48, seed=seed)
+    ref = blob_map(32, seed=seed)
     s = Rotation.random(random_state=10 + seed).as_matrix()
     t = np.array([2.0, -3.0, 1.5])
     moving = rotate_map(ref, s, t, flip=flipped)
@@ -127,7 +127,7 @@ def test_align_recovers_rotation_hand_and_shift(flipped: bool, seed: int) -> Non
 
 def test_align_with_noise_and_hand_option() -> None:
     rng = np.random.default_rng(3)
-    ref = blob_map(40, seed=4)
+    ref = blob_map(32, seed=4)
     s = Rotation.random(random_state=5).as_matrix()
     moving = rotate_map(ref, s, flip=True) + rng.normal(0, 0.1 * ref.std(), ref.shape)
     noisy_ref = ref + rng.normal(0, 0.1 * ref.std(), ref.shape)
@@ -140,7 +140,7 @@ def test_align_with_noise_and_hand_option() -> None:
 
 
 def test_align_large_shift_scale_and_offset() -> None:
-    ref = blob_map(48, seed=12)
+    ref = blob_map(40, seed=12)
     s = Rotation.random(random_state=13).as_matrix()
     t = np.array([7.0, -6.0, 5.0])
     moving = 3.0 * rotate_map(ref, s, t) + 0.7  # other scale, solvent level 0.7
@@ -215,7 +215,7 @@ def test_cli_align_maps_writes_aligned_map(tmp_path: Path) -> None:
     import mrcfile
 
     apix = 3.0
-    ref = blob_map(40, seed=8)
+    ref = blob_map(32, seed=8)
     s = Rotation.random(random_state=9).as_matrix()
     _write(tmp_path / "A.mrc", ref, apix)
     _write(tmp_path / "B.mrc", rotate_map(ref, s, [1.0, 0.0, -2.0], flip=True), apix)
@@ -242,26 +242,27 @@ def test_cli_align_maps_writes_aligned_map(tmp_path: Path) -> None:
     assert (tmp_path / "fsc.csv").read_text().startswith("shell,frequency_per_A,resolution_A,fsc")
 
 
-def test_cli_align_maps_help_and_errors(tmp_path: Path) -> None:
-    done = _cli("align-maps", "--help")
-    assert done.returncode == 0 and "Example:" in done.stdout and "--out" in done.stdout
+def _cli_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from cryospin.core.cli.main import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_align_maps_help_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _cli_in_process(capsys, "align-maps", "--help")
+    assert code == 0 and "Example:" in out and "--out" in out
     _write(tmp_path / "A.mrc", np.zeros((8, 8, 8)), 1.0)
     _write(tmp_path / "B.mrc", np.zeros((10, 10, 10)), 1.0)
     _write(tmp_path / "B2.mrc", np.zeros((8, 8, 8)), 2.0)
-    done = _cli(
-        "align-maps",
-        str(tmp_path / "A.mrc"),
-        str(tmp_path / "B.mrc"),
-        "--out",
-        str(tmp_path / "C.mrc"),
-    )
-    assert done.returncode == 2 and "differs" in done.stderr
-    done = _cli(
-        "align-maps",
-        str(tmp_path / "A.mrc"),
-        str(tmp_path / "B2.mrc"),
-        "--out",
-        str(tmp_path / "C.mrc"),
-    )
-    assert done.returncode == 2 and "voxel sizes differ" in done.stderr
+    a, c = str(tmp_path / "A.mrc"), str(tmp_path / "C.mrc")
+    code, _, err = _cli_in_process(capsys, "align-maps", a, str(tmp_path / "B.mrc"), "--out", c)
+    assert code == 2 and "differs" in err
+    code, _, err = _cli_in_process(capsys, "align-maps", a, str(tmp_path / "B2.mrc"), "--out", c)
+    assert code == 2 and "voxel sizes differ" in err
     assert not (tmp_path / "C.mrc").exists()

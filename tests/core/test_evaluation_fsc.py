@@ -18,7 +18,7 @@ from cryospin.core.evaluation.fsc_eval import (
 from cryospin.core.evaluation.phantoms import blob_map
 
 APIX = 3.0
-BOX = 40
+BOX = 32
 
 
 @pytest.fixture(scope="module")

