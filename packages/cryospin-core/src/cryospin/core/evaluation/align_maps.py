@@ -86,8 +86,8 @@ def flip_hand(vol: Any) -> Any:
     itself). An involution. Numpy in, numpy out; torch in, torch out.
     """
     if isinstance(vol, torch.Tensor):
-        out = torch.flip(vol, dims=(-3,))
-        return torch.roll(out, 1, dims=-3) if vol.shape[-3] % 2 == 0 else out
+        flipped = torch.flip(vol, dims=(-3,))
+        return torch.roll(flipped, 1, dims=-3) if vol.shape[-3] % 2 == 0 else flipped
     arr = np.asarray(vol)
     out = arr[::-1]
     return np.roll(out, 1, axis=0) if arr.shape[0] % 2 == 0 else out.copy()
@@ -472,9 +472,9 @@ def align_maps(
         scores = []
         with torch.no_grad():
             for i in range(0, grid.shape[0], batch):
-                rot = grid[i : i + batch]
-                t = c_r[None] - rot @ c_m  # maps moving's centre of mass onto ref's
-                scores.append(lvl.score(rot, t))
+                rot_b = grid[i : i + batch]
+                t_b = c_r[None] - rot_b @ c_m  # maps moving's centre of mass onto ref's
+                scores.append(lvl.score(rot_b, t_b))
         s = torch.cat(scores).numpy()
         coarse_best = max(coarse_best, float(s.max()))
         chosen: list[np.ndarray] = []
