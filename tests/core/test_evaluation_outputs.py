@@ -179,4 +179,7 @@ def test_plot_head_usage(tmp_path: Path) -> None:
     shares = plots.plot_head_usage([0.25, 0.5, 0.25], tmp_path / "s.png")
     np.testing.assert_allclose(shares, [0.25, 0.5, 0.25])
     assert _is_png(tmp_path / "s.png")
+    one_head = plots.plot_head_usage([1.0, 0.0], tmp_path / "one.png")  # all won by head 0
+    np.testing.assert_allclose(one_head, [1.0, 0.0])
+    assert _is_png(tmp_path / "one.png")
     assert _no_temp_files(tmp_path)

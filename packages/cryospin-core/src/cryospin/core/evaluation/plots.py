@@ -207,14 +207,16 @@ def plot_head_usage(
 ) -> np.ndarray:
     """Bar plot of how often each encoder head won, saved as PNG; returns the plotted values.
 
-    ``usage`` is ``(M,)`` counts per head (integers; the y axis reads "particles") or shares
-    (floats summing to 1; the axis reads "share of particles (%)"). A sequence of per-particle
+    ``usage`` is ``(M,)`` counts per head (an integer array; the y axis reads "particles") or
+    shares (floats summing to 1; the axis reads "share of particles (%)"); float values that do
+    not sum to 1 are plotted as counts. A sequence of per-particle
     winning head indices can be turned into counts with ``np.bincount(winners, minlength=M)``.
     """
-    values = np.asarray(_np(usage), dtype=np.float64).reshape(-1)
+    raw = np.asarray(_np(usage))
+    values = raw.astype(np.float64).reshape(-1)
     is_share = (
         bool(values.size)
-        and not np.allclose(values, np.round(values))
+        and not np.issubdtype(raw.dtype, np.integer)
         and math.isclose(float(values.sum()), 1.0, rel_tol=1e-6)
     )
     fig = _figure(max(4.0, 0.5 * values.size + 2.0), 3.2)
