@@ -149,7 +149,8 @@ def test_submitit_launcher_through_local_executor(stack, tmp_path):
 
 
 def test_slurm_time_parsing():
-    assert [launch.parse_time(t) for t in ("90", "1:30", "2:00:00", "0:10:30", "1-00:00:00")] == [
-        90, 90, 120, 11, 1440]
+    got = [launch.parse_time(t) for t in ("90", "1:30", "2:00:00", "0:10:30", "1-0", "1-2:30",
+                                          "1-00:00:01")]
+    assert got == [90, 2, 120, 11, 1440, 1590, 1441]  # sbatch formats, seconds rounded up
     with pytest.raises(ConfigError, match="--time"):
         launch.parse_time("soon")

@@ -69,7 +69,7 @@ def _console() -> Console:
 @click.option("--no-report", is_flag=True, help="do not write the report at the end")
 @click.option("--partition", help="slurm: partition")
 @click.option("--time", "time_limit", default="60", show_default=True,
-              help="slurm: time limit per run (minutes, H:MM:SS or D-HH:MM:SS)")
+              help="slurm: time limit per run (sbatch format: M, H:M:S, D-H:M:S)")
 @click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True,
               help="slurm: GPUs per run")
 @click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
@@ -106,6 +106,15 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
         _print_points(console, g, out_dir)
         click.echo(f"grid {g.name}: {n_labels} point(s) x seeds = {len(g.points)} run(s); valid")
         return
+    executor = opts = None
+    if launcher == "slurm":  # before anything is written: fails off a SLURM cluster
+        from cryospin.core.grid.spec import parse_set as parse_kv
+
+        opts = launch.SlurmOptions(
+            partition=partition, time_min=launch.parse_time(time_limit), gpus_per_node=gpus,
+            cpus_per_task=cpus, mem_gb=mem_gb, extra=parse_kv(slurm_params),
+            cluster=submitit_cluster, wait=not no_wait)
+        executor = launch.slurm_executor(out_dir / "slurm", opts, jobs)
     dirs = runs.prepare(g, out_dir)
     if runs.needs_data(g, data_dir):
         runs.materialise_data(g.simulate or {}, data_dir, console=console)
@@ -128,13 +137,9 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
     elif launcher == "local":
         outcome = launch.launch_local(todo, jobs, report)
     else:
-        from cryospin.core.grid.spec import parse_set as parse_kv
-
-        opts = launch.SlurmOptions(
-            partition=partition, time_min=launch.parse_time(time_limit), gpus_per_node=gpus,
-            cpus_per_task=cpus, mem_gb=mem_gb, extra=parse_kv(slurm_params),
-            cluster=None if submitit_cluster == "slurm" else submitit_cluster, wait=not no_wait)
-        outcome = launch.launch_slurm(todo, out_dir, opts, jobs, report, echo=click.echo)
+        assert opts is not None
+        outcome = launch.launch_slurm(todo, out_dir, opts, jobs, report, echo=click.echo,
+                                      executor=executor)
         if no_wait:
             click.echo(f"when the jobs are done: cryospin grid report {out}")
             return

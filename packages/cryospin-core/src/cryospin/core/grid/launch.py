@@ -50,30 +50,40 @@ class SlurmOptions:
     cpus_per_task: int = 2  # cpus_per_task
     mem_gb: float | None = None  # mem_gb
     extra: dict[str, Any] = field(default_factory=dict)  # slurm_additional_parameters
-    cluster: str | None = None  # None: SLURM (auto-detected by submitit); "local"/"debug"
+    cluster: str = "slurm"  # submitit cluster: "slurm", or "local"/"debug" (tests, workstations)
     wait: bool = True  # wait for the jobs and report their outcome
 
 
 def parse_time(text: str | int) -> int:
-    """SLURM time (``90``, ``1:30:00``, ``2-00:00:00``) -> whole minutes (at least 1)."""
+    """SLURM ``--time`` -> whole minutes (seconds rounded up; at least 1).
+
+    Formats as sbatch: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``.
+    """
     s = str(text).strip()
+    bad = ConfigError(f"--time {text!r}: expected M, M:S, H:M:S, D-H, D-H:M or D-H:M:S")
     try:
-        days = 0
         if "-" in s:
-            d, s = s.split("-", 1)
-            days = int(d)
-        parts = [int(p) for p in s.split(":")]
+            d, rest = s.split("-", 1)
+            parts = [int(p) for p in rest.split(":")]
+            if len(parts) > 3:
+                raise bad
+            h, m, sec = (parts + [0, 0])[:3]
+            total_s = ((int(d) * 24 + h) * 60 + m) * 60 + sec
+        else:
+            parts = [int(p) for p in s.split(":")]
+            if len(parts) == 1:
+                total_s = parts[0] * 60
+            elif len(parts) == 2:
+                total_s = parts[0] * 60 + parts[1]
+            elif len(parts) == 3:
+                total_s = (parts[0] * 60 + parts[1]) * 60 + parts[2]
+            else:
+                raise bad
     except ValueError:
-        raise ConfigError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS") from None
-    if len(parts) == 1:
-        minutes = parts[0]
-    elif len(parts) == 2:
-        minutes = parts[0] * 60 + parts[1]  # H:MM (SLURM reads MM:SS; hours are what one means)
-    elif len(parts) == 3:
-        minutes = parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
-    else:
-        raise ConfigError(f"--time {text!r}: expected minutes, H:MM:SS or D-HH:MM:SS")
-    return max(1, days * 24 * 60 + minutes)
+        raise bad from None
+    if min(parts) < 0:
+        raise bad
+    return max(1, -(-total_s // 60))
 
 
 Report = Callable[[Path, str, float], None]
@@ -167,7 +177,10 @@ def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
         import submitit
     except ImportError:  # pragma: no cover
         raise ConfigError("--launcher slurm needs submitit (pip install submitit)") from None
-    executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=opts.cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=opts.cluster)
+    except RuntimeError as exc:  # no srun/sbatch here
+        raise ConfigError(f"--launcher slurm: {exc}".splitlines()[0]) from None
     params: dict[str, Any] = {
         "name": "cryospin-grid", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_node,
         "cpus_per_task": opts.cpus_per_task, "tasks_per_node": 1, "nodes": 1,
@@ -185,11 +198,15 @@ def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
 
 def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
                  report: Report = _quiet, poll_s: float = 2.0,
-                 echo: Callable[[str], None] = print) -> dict[Path, str]:
-    """Submit the folders as one job array; with ``opts.wait`` wait and collect the outcomes."""
+                 echo: Callable[[str], None] = print, executor: Any = None) -> dict[Path, str]:
+    """Submit the folders as one job array; with ``opts.wait`` wait and collect the outcomes.
+
+    ``executor`` (from :func:`slurm_executor`) may be made beforehand, to fail early off SLURM.
+    """
     if not dirs:
         return {}
-    executor = slurm_executor(Path(out) / "slurm", opts, jobs)
+    if executor is None:
+        executor = slurm_executor(Path(out) / "slurm", opts, jobs)
     job_list = executor.map_array(PointJob(), [str(d) for d in dirs])
     ids = {str(d): j.job_id for d, j in zip(dirs, job_list, strict=True)}
     import json

@@ -150,7 +150,7 @@ def time_to_resolution(epochs: list[dict[str, Any]], target_A: float) -> float |
     total = 0.0
     for rec in epochs:
         total += float(rec.get("wall_time_s") or 0.0)
-        res = rec.get("resolution_vs_truth_A")
+        res: Any = rec.get("resolution_vs_truth_A")
         if _num(res) and res <= target_A:
             return total
     return None
@@ -164,8 +164,8 @@ def best_resolution(epochs: list[dict[str, Any]]) -> float | None:
 
 def default_target(runs: list[RunRecord]) -> float | None:
     """Return the coarsest best per-epoch resolution of the finished runs (every run reached it)."""
-    bests = [best_resolution(r.epochs) for r in runs if r.summary is not None]
-    bests = [b for b in bests if b is not None]
+    found = [best_resolution(r.epochs) for r in runs if r.summary is not None]
+    bests = [b for b in found if b is not None]
     return max(bests) if bests else None
 
 

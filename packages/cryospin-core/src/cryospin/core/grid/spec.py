@@ -300,7 +300,8 @@ def expand(
 
     if seeds is not None:
         try:
-            spec = spec.model_copy(update={"seeds": GridSpec(seeds=seeds).seeds})
+            checked = GridSpec.model_validate({"seeds": seeds}).seeds
+            spec = spec.model_copy(update={"seeds": checked})
         except ValidationError:
             raise ConfigError(f"--seeds {seeds}: give distinct seeds") from None
     axis_keys = list(spec.axes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from pathlib import Path
 
 from cryospin.core.errors import CryospinError
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m cryospin.core.grid.worker RUN_DIR", file=sys.stderr)
         return 2
     try:
-        state = execute_point(args[0])
+        state = execute_point(Path(args[0]))
     except CryospinError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
