@@ -230,19 +230,6 @@ def test_float32_dtype_kept() -> None:
     assert vol.dtype == torch.complex64 and w.dtype == torch.float32
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu() -> None:
-    v = torch.randn(11, 11, 11, dtype=torch.float64)
-    R = _rotations(3, 2)
-    cpu = extract_central_slices(v, R)
-    gpu = extract_central_slices(v.cuda(), R.cuda()).cpu()
-    torch.testing.assert_close(gpu, cpu)
-    s = torch.randn(3, 11, 11, dtype=torch.float64)
-    torch.testing.assert_close(
-        insert_central_slices(s.cuda(), R.cuda(), 11)[0].cpu(), insert_central_slices(s, R, 11)[0]
-    )
-
-
 # ------------------------------------------------------------------------------ phase shift
 @SETTINGS
 @given(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from cryospin.core.registry import get_registry
 from cryospin.core.testing import check_encoder
@@ -29,9 +28,3 @@ def test_encoder_contract_box64(name: str) -> None:
 def test_encoder_contract_with_shifts(name: str) -> None:
     cls = get_registry().get("encoder", name)
     check_encoder(cls, box=32, config=cls.Config(estimate_shifts=True, batch_norm=False))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("name", ENCODERS)
-def test_encoder_contract_cuda(name: str) -> None:
-    check_encoder(get_registry().get("encoder", name), box=32, device="cuda")
