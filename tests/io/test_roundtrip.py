@@ -10,6 +10,7 @@ import pytest
 import starfile
 import torch
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.particles import CTFParams
 from cryospin.core.so3 import geodesic_distance_deg, random_rotations
 from cryospin.io import (
@@ -27,7 +28,6 @@ from cryospin.io import (
     write_poses_pkl,
     write_star,
 )
-from cryospin.io.atomic import atomic_path
 
 
 def _deg(a: np.ndarray, b: np.ndarray) -> float:

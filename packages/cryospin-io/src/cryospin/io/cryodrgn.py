@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams
-from cryospin.io.atomic import atomic_path
 
 
 def _load(path: Path) -> object:

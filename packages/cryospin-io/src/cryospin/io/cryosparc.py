@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ParticleStack
-from cryospin.io.atomic import atomic_path
 from cryospin.io.common import (
     NoImages,
     choose_pixel_size,

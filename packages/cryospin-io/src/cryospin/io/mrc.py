@@ -19,8 +19,8 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
-from cryospin.io.atomic import atomic_path
 
 #: MRC modes accepted for particle stacks, with their names.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}

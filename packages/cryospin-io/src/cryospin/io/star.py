@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ParticleStack
-from cryospin.io.atomic import atomic_path
 from cryospin.io.common import (
     NoImages,
     choose_pixel_size,

@@ -11,18 +11,18 @@ curves (e.g. ``fsc_masked``); ``resolution_A = 1 / frequency_per_A`` (``inf`` fo
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cryospin.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "FSC_COLUMNS",
@@ -36,45 +36,6 @@ __all__ = [
 ]
 
 FSC_COLUMNS = ("shell", "frequency_per_A", "resolution_A", "fsc")
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
-
-    On an exception the temporary file is removed and ``path`` is left untouched. The temporary
-    name keeps the destination's suffix, so tools that infer the format from it (e.g.
-    ``matplotlib.savefig``) still work.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{dest.name}.", suffix=f".tmp{dest.suffix}", dir=dest.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (fsync before the rename); returns the path."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return Path(path)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def to_jsonable(obj: Any) -> Any:
