@@ -89,7 +89,8 @@ def make_dataset(
     img = ifft2_centered(f).real
     sig = img.std()
     img = img + torch.randn(img.shape, generator=g, dtype=torch.float64) * sig / np.sqrt(snr)
-    write_mrc_stack(folder / "particles.mrcs", img.float().numpy(), pixel_size_A)
+    # protein-bright, as RELION stacks are (the engine inverts .star stacks by default)
+    write_mrc_stack(folder / "particles.mrcs", (-img).float().numpy(), pixel_size_A)
     stack = new_particle_stack(
         stack_image_names("particles.mrcs", n),
         ctf,

@@ -80,7 +80,10 @@ class RunConfig(BaseModel):
     mask_radius: float = Field(1.0, gt=0, le=1.5, description="fraction of Nyquist")
     mask_radius_start: float | None = Field(None, gt=0, le=1.5)
     mask_grow_epochs: int = Field(0, ge=0)
-    invert_contrast: bool = Field(False, description="multiply images by -1 (protein dark data)")
+    invert_contrast: bool | None = Field(
+        None,
+        description="multiply images by -1; None: the format's default (see engine.data)",
+    )
 
     num_threads: int = Field(2, ge=1)
     device: str = "cpu"

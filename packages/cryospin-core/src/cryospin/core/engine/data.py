@@ -59,6 +59,31 @@ def open_stack(path: str | Path, datadir: str | Path | None = None) -> ParticleS
     )
 
 
+def default_invert(stack: ParticleStack) -> bool:
+    """Whether to invert the contrast of ``stack`` by default (CONVENTIONS item 13).
+
+    The forward model ``CTF * projection`` (:mod:`cryospin.core.ctf`, ``CTF(0) = -w``) predicts
+    protein-dark images. The registered image source that reads the stack decides through its
+    optional ``default_invert(stack)``; without one, the rule of cryospin-io applies: RELION
+    ``.star`` stacks are protein-bright (invert), cryoSPARC ``.cs`` stacks invert when
+    ``blob/sign`` is +1, anything else is taken as protein-dark (no inversion).
+    """
+    from cryospin.core.registry import get_registry
+
+    reg = get_registry()
+    name = Path(str(stack.path)).name.lower()
+    for src_name in reg.names("image_source"):
+        src = reg.get("image_source", src_name)
+        fn = getattr(src, "default_invert", None)
+        if callable(fn) and any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
+            return bool(fn(stack))
+    extra = stack.extra or {}
+    fmt = extra.get("format", "")
+    if fmt == "cryosparc-cs" and extra.get("blob_sign") is not None:
+        return float(extra["blob_sign"]) > 0
+    return fmt == "relion-star" or (not fmt and name.endswith(".star"))
+
+
 def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
     """Downsample real images ``(n, L, L)`` to ``(n, box, box)`` by cropping their transform."""
     if box == images.shape[-1]:
@@ -75,7 +100,7 @@ class ParticleData:
         self,
         stack: ParticleStack,
         box: int | None = None,
-        invert: bool = False,
+        invert: bool | None = None,
         subset: np.ndarray | None = None,
         cache: bool = True,
         noise_std: float | None = None,
@@ -86,7 +111,7 @@ class ParticleData:
         if self.box > self.raw_box or self.box % 2:
             raise InputError(f"box {self.box} must be even and at most the stack's {self.raw_box}")
         self.pixel_size_A = float(stack.pixel_size_A) * self.raw_box / self.box
-        self.invert = invert
+        self.invert = default_invert(stack) if invert is None else bool(invert)
         self.indices = (np.arange(len(stack)) if subset is None else np.asarray(subset)).astype(
             np.int64
         )

@@ -212,6 +212,7 @@ def run_reconstruction(
                 )
             ),
             "resumed": bool(resume),
+        "invert_contrast": base.invert,
         }
     )
     from cryospin.core.evaluation.outputs import write_summary_json
