@@ -136,16 +136,26 @@ def test_local_launcher_subprocesses_in_parallel(stack, tmp_path):
     assert "gone.star" in (bad / runs.LOG_FILE).read_text()
 
 
-def test_submitit_launcher_through_local_executor(stack, tmp_path):
-    out, dirs = _prepared(stack, tmp_path, [0])
-    bad = _broken(out, stack)
-    opts = launch.SlurmOptions(cluster="local", time_min=10, cpus_per_task=1)
-    states = launch.launch_slurm([*dirs, bad], out, opts, jobs=2, poll_s=0.5,
-                                 echo=lambda s: None)
-    assert states == {dirs[0]: "done", bad: "failed"}
-    assert runs.run_state(dirs[0]) == "done" and "gone.star" in runs.last_error(bad)
+def test_submitit_launcher_through_local_executor(stack, tmp_path, capsys):
+    """`--launcher slurm` end to end on submitit's local executor: one run done, one failing."""
+    from cryospin.io.mrc import write_map
+
+    small = tmp_path / "small.mrc"  # a truth map smaller than the working box: the run fails
+    write_map(small, np.zeros((8, 8, 8), np.float32), 24.0)
+    grid = _grid(tmp_path, points=[{"name": "good"}, {"name": "bad", "gt_map": str(small)}])
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["grid", str(grid), "--out", str(out), "--particles", str(stack), "--launcher",
+              "slurm", "--submitit-cluster", "local", "--jobs", "2", "--time", "10", "--cpus",
+              "1", "--set", "epochs=1", "--set", "batch_size=32", "--no-report"])
+    assert exc.value.code == 1
+    captured = capsys.readouterr()
+    assert "submitted 2 job(s)" in captured.out and "1 run(s) failed" in captured.err
+    good, bad = out / "runs/good/seed0", out / "runs/bad/seed0"
+    assert runs.run_state(good) == "done" and runs.run_state(bad) == "failed"
+    assert "smaller than the working box" in runs.last_error(bad)
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())
-    assert set(jobs) == {str(dirs[0]), str(bad)}
+    assert set(jobs) == {str(good), str(bad)}
 
 
 def test_slurm_time_parsing():
