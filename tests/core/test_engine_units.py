@@ -183,6 +183,25 @@ def test_bad_config_value_names_the_field():
         validate_config({"auto_switch": {"head_change_max": 2}})
 
 
+def test_auto_switch_rule():
+    rule = RunConfig(
+        auto_switch={
+            "head_change_max": 0.1,
+            "loss_change_max": 0.02,
+            "patience": 2,
+            "min_epochs": 2,
+            "max_epochs": 6,
+        }
+    ).auto_switch
+    assert rule.decide(1, 0.0, 0.0, 0) == (False, 0)  # before min_epochs
+    assert rule.decide(2, None, 0.0, 0) == (False, 0)  # no head change known yet
+    assert rule.decide(2, 0.05, 0.01, 0) == (False, 1)  # met once, patience 2
+    assert rule.decide(3, 0.05, 0.01, 1) == (True, 2)  # met twice in a row
+    assert rule.decide(3, 0.5, 0.01, 1) == (False, 0)  # heads still changing: streak reset
+    assert rule.decide(4, 0.05, 0.5, 1) == (False, 0)  # loss still changing
+    assert rule.decide(6, 0.9, 0.9, 0) == (True, 0)  # max_epochs reached
+
+
 def test_mask_radius_grows_linearly():
     cfg = RunConfig(mask_radius=1.0, mask_radius_start=0.5, mask_grow_epochs=4)
     assert [cfg.mask_radius_at(e) for e in (0, 2, 4, 9)] == [0.5, 0.75, 1.0, 1.0]

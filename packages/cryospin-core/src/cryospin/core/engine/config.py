@@ -38,6 +38,25 @@ class AutoSwitch(BaseModel):
     min_epochs: int = Field(2, ge=1)
     max_epochs: int = Field(15, ge=1)
 
+    def decide(
+        self, epochs_done: int, head_change: float | None, loss_change: float | None, streak: int
+    ) -> tuple[bool, int]:
+        """Apply the rule after an amortized epoch: ``(switch now, new streak count)``.
+
+        ``streak`` counts the consecutive epochs that met both thresholds so far; ``None``
+        changes (first epoch) never meet them. With a growing frequency mask the loss also changes
+        because the mask does; set ``loss_change_max`` accordingly.
+        """
+        ok = (
+            epochs_done >= self.min_epochs
+            and head_change is not None
+            and loss_change is not None
+            and head_change <= self.head_change_max
+            and loss_change <= self.loss_change_max
+        )
+        streak = streak + 1 if ok else 0
+        return streak >= self.patience or epochs_done >= self.max_epochs, streak
+
 
 class RunConfig(BaseModel):
     """Everything ``cryospin run`` needs; unknown fields are an error."""

@@ -260,21 +260,15 @@ class Trainer:
         done = epoch + 1
         if cfg.switch == "epoch":
             return done >= cfg.switch_epoch
-        rule = cfg.auto_switch
         loss_change = (
             None
             if self.prev_loss in (None, 0)
             else abs(loss - self.prev_loss) / abs(self.prev_loss)
         )
-        ok = (
-            done >= rule.min_epochs
-            and head_change is not None
-            and loss_change is not None
-            and head_change <= rule.head_change_max
-            and loss_change <= rule.loss_change_max
+        switch, self.patience = cfg.auto_switch.decide(
+            done, head_change, loss_change, self.patience
         )
-        self.patience = self.patience + 1 if ok else 0
-        return self.patience >= rule.patience or done >= rule.max_epochs
+        return switch
 
     # ------------------------------------------------------------------ loop
     def _end_epoch(self, epoch: int, n_batches: int) -> dict[str, Any]:
