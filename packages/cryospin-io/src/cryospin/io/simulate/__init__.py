@@ -14,19 +14,18 @@ contrast and shift conventions, and ``data/PROVENANCE.md`` for the bundled model
 from __future__ import annotations
 
 from cryospin.io.simulate.atoms import AtomModel, bundled_model_path, load_atom_model
-from cryospin.io.simulate.ctf import bundled_ctf_table, evaluate_ctf, load_ctf_table
-from cryospin.io.simulate.projector import AtomProjector, MapProjector, resample_map
-from cryospin.io.simulate.simulator import (
+from cryospin.io.simulate.config import (
     CONTRAST,
     PRESETS,
     SNR_DEFINITION,
     SimulationConfig,
     SimulationResult,
-    haar_rotations,
     preset_pixel_size,
-    render_clean,
-    simulate_dataset,
 )
+from cryospin.io.simulate.ctf import bundled_ctf_table, evaluate_ctf, load_ctf_table
+from cryospin.io.simulate.draws import haar_rotations
+from cryospin.io.simulate.projector import AtomProjector, MapProjector, resample_map
+from cryospin.io.simulate.simulator import render_clean, simulate_dataset
 
 __all__ = [
     "CONTRAST",

@@ -146,7 +146,7 @@ Example:
 )
 def simulate(**kw: object) -> None:
     """Run ``cryospin simulate`` (help text: :data:`HELP`)."""
-    from cryospin.io.simulate.simulator import SimulationConfig, simulate_dataset
+    from cryospin.io.simulate import SimulationConfig, simulate_dataset
 
     kw["map"] = kw.pop("map_")
     kw["write_cryodrgn"] = kw.pop("cryodrgn")

@@ -1,4 +1,4 @@
-"""CTFs for the simulator: evaluation (numpy, independent of the reconstructor) and CTF sources.
+"""CTFs for the simulator: numpy evaluation (by :mod:`cryospin.core.ctf`) and CTF sources.
 
 CTF formula (RELION / cryoDRGN ``ctf.compute_ctf``; ``shared/CONVENTIONS.md`` item 12)::
 
@@ -22,18 +22,24 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from cryospin.core.ctf import compute_ctf
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams
 
+_CTF_FIELDS = (
+    "defocus_u_A",
+    "defocus_v_A",
+    "defocus_angle_deg",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+    "phase_shift_deg",
+)
+
 #: Name of the bundled real CTF table (all 105,247 rows of EMPIAR-10028's cryoDRGN ctf.pkl).
 BUNDLED_CTF = "empiar10028"
-
-
-def wavelength_A(voltage_kV: np.ndarray | float) -> np.ndarray:
-    """Relativistic electron wavelength in Å for an acceleration voltage in kV."""
-    v = np.asarray(voltage_kV, dtype=np.float64) * 1e3
-    return 12.2639 / np.sqrt(v + 0.97845e-6 * v**2)
 
 
 def evaluate_ctf(
@@ -41,27 +47,17 @@ def evaluate_ctf(
 ) -> np.ndarray:
     """Evaluate the CTF of particle ``index`` at frequencies ``(ky, kx)`` (1/Å, broadcastable).
 
-    A B-factor (``bfactor_A2`` or the particle's own ``ctf.bfactor_A2``) multiplies the CTF by
+    The formula is :func:`cryospin.core.ctf.compute_ctf`'s, evaluated in float64 on the
+    broadcast shape of ``ky`` and ``kx`` (e.g. the simulator's padded rfft grid). A B-factor
+    (``bfactor_A2`` or the particle's own ``ctf.bfactor_A2``) multiplies the CTF by
     ``exp(-B s^2 / 4)``.
     """
-    dfu = float(ctf.defocus_u_A[index])
-    dfv = float(ctf.defocus_v_A[index])
-    ang = np.deg2rad(float(ctf.defocus_angle_deg[index]))
-    lam = float(wavelength_A(float(ctf.voltage_kV[index])))
-    cs = float(ctf.cs_mm[index]) * 1e7
-    w = float(ctf.amplitude_contrast[index])
-    phase = np.deg2rad(float(ctf.phase_shift_deg[index]))
-    s2 = kx**2 + ky**2
-    theta = np.arctan2(ky, kx)
-    df = 0.5 * (dfu + dfv) + 0.5 * (dfu - dfv) * np.cos(2.0 * (theta - ang))
-    gamma = 2.0 * np.pi * (-0.5 * df * lam * s2 + 0.25 * cs * lam**3 * s2**2) - phase
-    out = np.sqrt(1.0 - w**2) * np.sin(gamma) - w * np.cos(gamma)
+    freqs = torch.as_tensor(np.stack(np.broadcast_arrays(kx, ky), axis=-1), dtype=torch.float64)
     b = bfactor_A2
     if b is None and ctf.bfactor_A2 is not None:
         b = float(ctf.bfactor_A2[index])
-    if b:
-        out = out * np.exp(-b * s2 / 4.0)
-    return out
+    params = (float(getattr(ctf, name)[index]) for name in _CTF_FIELDS)
+    return compute_ctf(freqs, *params, bfactor_A2=b).numpy()
 
 
 def _from_array(arr: np.ndarray, source: str) -> CTFParams:

@@ -16,10 +16,18 @@ pose it equals ``gt_map.sum(axis=0)`` up to periodic wrap-around.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cryospin.io.simulate import nufft
-from cryospin.io.simulate.atoms import POTENTIAL_CONSTANT_V_A2, AtomModel
+from cryospin.io.simulate.atoms import (
+    POTENTIAL_CONSTANT_V_A2,
+    AtomModel,
+    bundled_model_path,
+    load_atom_model,
+)
+from cryospin.io.simulate.config import PRESETS, SimulationConfig
 
 
 def rfft_frequencies(n: int, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
@@ -195,3 +203,57 @@ def resample_map(
     vol *= (voxel_A / pixel_size_A) ** 3
     idx = crop_indices(box, box)
     return vol[np.ix_(idx, idx, idx)]
+
+
+def build_projector(
+    config: SimulationConfig,
+) -> tuple[AtomProjector | MapProjector, float, dict[str, Any]]:
+    """Build the projector of ``config``'s ground truth; return it, its pixel size (Å), a record.
+
+    A map is resampled to ``config.box`` at ``config.pixel_size`` (default: its voxel size); a
+    model (a preset's bundled one or ``config.model``) is projected atom by atom, and the
+    description warns when it reaches beyond the half box.
+    """
+    info: dict[str, Any] = {}
+    if config.map is not None:
+        from cryospin.io.mrc import read_map
+
+        vol, voxel = read_map(config.map)
+        apix = float(config.pixel_size) if config.pixel_size is not None else float(voxel)
+        vol = resample_map(vol, voxel, config.box, apix)
+        info.update(
+            source="map",
+            map=str(config.map),
+            map_voxel_A=float(voxel),
+            map_box=int(np.shape(vol)[0]),
+        )
+        return MapProjector(vol, apix, pad=config.pad), apix, info
+    if config.preset is not None:
+        name = PRESETS[config.preset]["model"]
+        model: AtomModel = load_atom_model(bundled_model_path(name))
+        info.update(
+            source="atoms",
+            preset=config.preset,
+            model=f"bundled {name}.pdb.gz",
+            what=PRESETS[config.preset]["what"],
+        )
+    else:
+        assert config.model is not None
+        model = load_atom_model(config.model)
+        info.update(source="atoms", model=str(config.model))
+    apix = config.resolved_pixel_size
+    info.update(
+        n_atoms=len(model),
+        elements=model.elements,
+        max_radius_A=model.max_radius_A,
+        center_of_mass_A=model.center_of_mass_A.tolist(),
+        form_factors="electron, International Tables C 4.3.2.2 (gemmi Element.c4322)",
+    )
+    half_box = 0.5 * config.box * apix
+    if model.max_radius_A > half_box:
+        info["warning"] = (
+            f"the model reaches {model.max_radius_A:.1f} Å from its centre of mass, beyond the "
+            f"half box {half_box:.1f} Å: it is cut by the box"
+        )
+    proj = AtomProjector(model, config.box, apix, pad=config.pad, bfactor_A2=config.bfactor)
+    return proj, apix, info
