@@ -28,7 +28,8 @@ settings of :class:`cryospin.io.simulate.SimulationConfig` except ``out``) is si
 ``DIR/data/``; its ``particles.star`` becomes ``particles`` and, unless a point sets the field
 itself, ``gt_map`` is its ``gt_map.mrc`` and ``invert_contrast`` is true (simulated stacks are
 protein-bright, like RELION-extracted data, and the core forward model is protein-dark).
-``--set simulate.KEY=VALUE`` overrides the block. Without particles and without a ``simulate`` block the grid is invalid (give ``--particles``).
+``--set simulate.KEY=VALUE`` overrides the block. Without particles and without a ``simulate``
+block the grid is invalid (give ``--particles``).
 
 Every point is validated before anything runs: the run configuration
 (:func:`cryospin.core.engine.config.validate_config`), that ``particles``/``gt_map`` files exist,
