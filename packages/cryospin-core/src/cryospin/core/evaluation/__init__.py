@@ -5,7 +5,11 @@ Modules (import them directly; this package imports nothing heavy):
 * :mod:`~cryospin.core.evaluation.pose_error` - rotation error after the best global rotation and
   hand: :func:`rotation_error`, :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
 * :mod:`~cryospin.core.evaluation.align_maps` - rigid map alignment over SO(3) and the hand:
-  :func:`align_maps`, :func:`apply_alignment`, :func:`rotate_map`, :func:`flip_hand`.
+  :func:`align_maps`, :func:`apply_alignment` (re-exports the map utilities below).
+* :mod:`~cryospin.core.evaluation.map_ops` - :func:`rotate_map`, :func:`flip_hand`,
+  :func:`background_level`, :func:`real_space_correlation`, :func:`lowpass_gaussian`.
+* :mod:`~cryospin.core.evaluation.align_search` - the search grid :func:`hopf_grid` and the
+  resolution levels of the alignment.
 * :mod:`~cryospin.core.evaluation.fsc_eval` - FSC against a truth (0.5) and between half-maps
   (0.143) after alignment, masked and unmasked: :func:`fsc_vs_truth`, :func:`half_map_fsc`.
 * :mod:`~cryospin.core.evaluation.plots` - ``fsc.png``, the HEALPix orientation-distribution

@@ -41,14 +41,24 @@ On 64^3 maps this takes a few seconds on two CPU cores.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as tnf
+
+from cryospin.core.evaluation.align_search import Level, hopf_grid, sphere_directions
+from cryospin.core.evaluation.map_ops import (
+    background_level,
+    flip_hand,
+    grid_points,
+    lowpass_gaussian,
+    real_space_correlation,
+    rotate_map,
+    to_numpy,
+)
+from cryospin.core.evaluation.pose_error import geodesic_deg
 
 __all__ = [
     "AlignmentInfo",
@@ -62,197 +72,6 @@ __all__ = [
     "rotate_map",
     "sphere_directions",
 ]
-
-
-# --------------------------------------------------------------------------------------------
-# Small map utilities
-# --------------------------------------------------------------------------------------------
-
-
-def _to_numpy(vol: Any) -> np.ndarray:
-    if hasattr(vol, "detach"):
-        vol = vol.detach().cpu().numpy()
-    arr = np.asarray(vol)
-    if arr.ndim != 3 or len(set(arr.shape)) != 1:
-        raise ValueError(f"a map must be a cubic (D, D, D) array, got shape {arr.shape}")
-    return arr
-
-
-def flip_hand(vol: Any) -> Any:
-    """Mirror a map ``z -> -z`` about the centre ``c = D // 2``: ``out[z] = vol[(2c - z) % D]``.
-
-    For odd ``D`` this is ``vol[::-1]``; for even ``D`` the reversal is rolled by one voxel so that
-    the centre ``D // 2`` stays fixed (the first plane, which has no mirror partner, maps onto
-    itself). An involution. Numpy in, numpy out; torch in, torch out.
-    """
-    if isinstance(vol, torch.Tensor):
-        flipped = torch.flip(vol, dims=(-3,))
-        return torch.roll(flipped, 1, dims=-3) if vol.shape[-3] % 2 == 0 else flipped
-    arr = np.asarray(vol)
-    out = arr[::-1]
-    return np.roll(out, 1, axis=0) if arr.shape[0] % 2 == 0 else out.copy()
-
-
-def _crop(vol: np.ndarray, box: int) -> np.ndarray:
-    """Fourier-crop to ``box`` (:func:`cryospin.core.fourier.fourier_crop`; mean preserved).
-
-    The real-space centre ``D // 2`` maps to ``box // 2``, so a shift of ``s`` voxels at size
-    ``box`` is ``s * D / box`` voxels at size ``D``.
-    """
-    from cryospin.core.fourier import fourier_crop
-
-    arr = np.asarray(vol, dtype=np.float64)
-    if box >= arr.shape[0]:
-        return arr.copy()
-    return fourier_crop(torch.as_tensor(arr), box, ndim=3).numpy()
-
-
-def lowpass_gaussian(vol: np.ndarray, sigma_per_voxel: float) -> np.ndarray:
-    """Multiply the spectrum by ``exp(-f^2 / (2 sigma^2))``, ``f`` in cycles per voxel."""
-    arr = np.asarray(vol, dtype=np.float64)
-    freqs = [np.fft.fftfreq(n) for n in arr.shape]
-    fz, fy, fx = np.meshgrid(*freqs, indexing="ij")
-    g = np.exp(-(fx**2 + fy**2 + fz**2) / (2 * sigma_per_voxel**2))
-    return np.fft.ifftn(np.fft.fftn(arr) * g).real
-
-
-def _grid_points(box: int, radius: float | None = None) -> torch.Tensor:
-    """Voxel coordinates ``(x, y, z)`` from the centre, ``(P, 3)``, optionally in a sphere."""
-    r = torch.arange(box, dtype=torch.float64) - box // 2
-    z, y, x = torch.meshgrid(r, r, r, indexing="ij")
-    pts = torch.stack([x, y, z], dim=-1).reshape(-1, 3)
-    if radius is not None:
-        pts = pts[(pts * pts).sum(-1) <= radius * radius]
-    return pts
-
-
-def _sample(vol: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Trilinear samples of ``vol`` ``(D, D, D)`` at centred voxel coordinates ``(..., 3)``."""
-    d = vol.shape[-1]
-    g = (pts + d // 2) * (2.0 / (d - 1)) - 1.0
-    out = tnf.grid_sample(
-        vol[None, None],
-        g.reshape(1, -1, 1, 1, 3).to(vol.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
-    )
-    return out.reshape(pts.shape[:-1])
-
-
-def rotate_map(
-    vol: Any,
-    rotation: Any,
-    shift_vox: Any = (0.0, 0.0, 0.0),
-    *,
-    flip: bool = False,
-    fill: float = 0.0,
-) -> np.ndarray:
-    """Resample ``out(x) = vol(R^T (x - t))`` trilinearly; ``t`` in voxels ``(x, y, z)``.
-
-    With ``flip=True`` the map is hand-flipped (:func:`flip_hand`) first. Points that fall
-    outside the box read ``fill`` (e.g. the map's background level, :func:`background_level`).
-    Returns float numpy with the input's floating dtype (float32 for integer input).
-    """
-    arr = _to_numpy(vol)
-    dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
-    if flip:
-        arr = flip_hand(arr)
-    d = arr.shape[0]
-    r = torch.as_tensor(np.asarray(rotation, dtype=np.float64))
-    t = torch.as_tensor(np.asarray(shift_vox, dtype=np.float64))
-    pts = _grid_points(d)
-    src = (pts - t) @ r  # row form of R^T (x - t)
-    base = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64)
-    out = _sample(base - fill, src) + fill if fill else _sample(base, src)
-    return out.reshape(d, d, d).numpy().astype(dtype)
-
-
-def background_level(vol: Any) -> float:
-    """Median of the voxels outside the sphere inscribed in the box (the solvent level)."""
-    arr = np.asarray(_to_numpy(vol), dtype=np.float64)
-    d = arr.shape[0]
-    r = np.arange(d) - d // 2
-    z, y, x = np.meshgrid(r, r, r, indexing="ij")
-    outside = (x * x + y * y + z * z) > (d / 2) ** 2
-    return float(np.median(arr[outside])) if outside.any() else 0.0
-
-
-def real_space_correlation(a: Any, b: Any, mask: Any | None = None) -> float:
-    """Pearson correlation of two maps, over the voxels where ``mask > 0.5`` (all when ``None``)."""
-    x = np.asarray(_to_numpy(a), dtype=np.float64)
-    y = np.asarray(_to_numpy(b), dtype=np.float64)
-    if mask is not None:
-        keep = np.asarray(mask) > 0.5
-        x, y = x[keep], y[keep]
-    x = x - x.mean()
-    y = y - y.mean()
-    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
-    return float((x * y).sum() / den) if den > 0 else 0.0
-
-
-def sphere_directions(n: int) -> np.ndarray:
-    """Return ``n`` near-uniform unit vectors ``(n, 3)`` on the sphere (Fibonacci lattice)."""
-    i = np.arange(n) + 0.5
-    z = 1.0 - 2.0 * i / n
-    rho = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
-    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
-    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=-1)
-
-
-def hopf_grid(n_directions: int = 192, n_inplane: int = 24) -> np.ndarray:
-    """Return a near-uniform grid of ``n_directions * n_inplane`` rotations ``(M, 3, 3)``.
-
-    ``R = Rz(phi) Ry(theta) Rz(psi)``: ``R e_z = (theta, phi)`` runs over
-    :func:`sphere_directions` and ``psi`` over ``n_inplane`` equal steps, so the grid follows the
-    Haar measure (uniform direction times uniform in-plane angle). The defaults (4,608 rotations,
-    like HEALPix ``nside=4`` with 15-degree in-plane steps) are spaced about 15 degrees.
-    """
-    v = sphere_directions(n_directions)
-    theta = np.arccos(np.clip(v[:, 2], -1.0, 1.0))
-    phi = np.arctan2(v[:, 1], v[:, 0])
-    psi = np.arange(n_inplane) * (2 * np.pi / n_inplane)
-    th = np.repeat(theta, n_inplane)
-    ph = np.repeat(phi, n_inplane)
-    ps = np.tile(psi, theta.size)
-
-    def rz(a: np.ndarray) -> np.ndarray:
-        c, s = np.cos(a), np.sin(a)
-        z, o = np.zeros_like(a), np.ones_like(a)
-        rows = [np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)]
-        return np.stack(rows, -2)
-
-    def ry(a: np.ndarray) -> np.ndarray:
-        c, s = np.cos(a), np.sin(a)
-        z, o = np.zeros_like(a), np.ones_like(a)
-        rows = [np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)]
-        return np.stack(rows, -2)
-
-    return rz(ph) @ ry(th) @ rz(ps)
-
-
-def _increment(omega: torch.Tensor) -> torch.Tensor:
-    """Rotation of the normalised quaternion ``(1, omega / 2)``: ``~exp(omega)``, smooth at 0."""
-    q = torch.cat([torch.ones(1, dtype=omega.dtype), 0.5 * omega])
-    w, x, y, z = q / torch.linalg.vector_norm(q)
-    return torch.stack(
-        [
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)]),
-            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)]),
-            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]),
-        ]
-    )
-
-
-def _project_so3(m: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return u @ np.diag([1.0, 1.0, d]) @ vt
-
-
-# --------------------------------------------------------------------------------------------
-# Alignment
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -308,103 +127,6 @@ def apply_alignment(vol: Any, info: AlignmentInfo, pixel_size_A: float | None = 
     return rotate_map(vol, info.rotation, shift, flip=info.flipped, fill=background_level(vol))
 
 
-class _Level:
-    """One resolution level: a cropped, low-passed map pair and the scoring points."""
-
-    def __init__(
-        self,
-        ref: np.ndarray,
-        mov: np.ndarray,
-        box: int,
-        sigma_frac: float,
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        d = ref.shape[0]
-        self.box = min(box, d)
-        self.scale = d / self.box  # full-size voxels per level voxel
-        self.dtype = dtype
-        # solvent at 0, so that samples from outside the box (read as 0) look like solvent
-        r = lowpass_gaussian(_crop(ref - background_level(ref), self.box), sigma_frac * 0.5)
-        m = lowpass_gaussian(_crop(mov - background_level(mov), self.box), sigma_frac * 0.5)
-        self.ref_np = r
-        self.mov_np = m
-        self.mov = torch.as_tensor(m, dtype=dtype)
-        self.pts = _grid_points(self.box, radius=self.box / 2 - 1).to(dtype)
-        vals = _sample(torch.as_tensor(r, dtype=dtype), self.pts)
-        vals = vals - vals.mean()
-        self.ref_vals = vals / torch.linalg.vector_norm(vals).clamp_min(1e-30)
-        self.com_ref = _centre_of_mass(r)
-        self.com_mov = _centre_of_mass(m)
-
-    def score(self, rot: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Correlation for rotations ``(B, 3, 3)`` and translations ``(B, 3)`` (level voxels)."""
-        src = (self.pts[None] - t[:, None, :].to(self.dtype)) @ rot.to(self.dtype)
-        v = _sample(self.mov, src)
-        v = v - v.mean(-1, keepdim=True)
-        v = v / torch.linalg.vector_norm(v, dim=-1, keepdim=True).clamp_min(1e-30)
-        return v @ self.ref_vals
-
-    def score_np(self, rot: np.ndarray, t: np.ndarray) -> float:
-        """Correlation of a single ``(rot, t)``."""
-        with torch.no_grad():
-            return float(self.score(torch.as_tensor(rot)[None], torch.as_tensor(t)[None])[0])
-
-    def shift_search(self, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """Best integer translation update by FFT cross-correlation of the aligned and ref maps."""
-        moved = rotate_map(self.mov_np, rot, t)
-        cc = np.fft.ifftn(np.fft.fftn(self.ref_np) * np.conj(np.fft.fftn(moved))).real
-        peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
-        peak = np.where(peak > self.box // 2, peak - self.box, peak)  # wrap to signed
-        return t + peak[::-1]  # (z, y, x) -> (x, y, z)
-
-    def refine(
-        self, rot: np.ndarray, t: np.ndarray, iters: int
-    ) -> tuple[np.ndarray, np.ndarray, float]:
-        """Local L-BFGS (scipy, torch gradients) maximisation over rotation and translation.
-
-        The rotation increment is scaled by the mask radius so that a unit step of any parameter
-        moves the map's edge by about one voxel (a well-conditioned problem).
-        """
-        from scipy.optimize import minimize
-
-        r0 = torch.as_tensor(rot, dtype=torch.float64)
-        lever = max(self.box / 4.0, 1.0)
-
-        def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-            p = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
-            loss = -self.score((_increment(p[:3] / lever) @ r0)[None], p[None, 3:])[0]
-            loss.backward()
-            assert p.grad is not None
-            return float(loss.detach()), p.grad.numpy().astype(np.float64)
-
-        x0 = np.concatenate([np.zeros(3), np.asarray(t, dtype=np.float64)])
-        res = minimize(
-            fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": iters, "maxfun": 2 * iters}
-        )
-        x = res.x if res.fun <= fun(x0)[0] else x0
-        with torch.no_grad():
-            r = _project_so3((_increment(torch.as_tensor(x[:3] / lever)) @ r0).numpy())
-        t_new = np.asarray(x[3:], dtype=np.float64)
-        return r, t_new, self.score_np(r, t_new)
-
-
-def _centre_of_mass(vol: np.ndarray) -> np.ndarray:
-    """Centre of mass ``(x, y, z)`` (voxels from the centre) of the density above the background.
-
-    The background is the median outside the inscribed sphere; negative parts are ignored.
-    """
-    d = vol.shape[0]
-    pts = _grid_points(d).numpy()
-    r2 = (pts * pts).sum(-1)
-    flat = vol.reshape(-1)
-    outside = r2 > (d / 2) ** 2
-    bg = float(np.median(flat[outside])) if outside.any() else 0.0
-    w = np.clip(flat - bg, 0.0, None)
-    if w.sum() <= 0:
-        return np.zeros(3)
-    return (pts * w[:, None]).sum(0) / w.sum()
-
-
 def align_maps(
     ref: Any,
     moving: Any,
@@ -444,8 +166,8 @@ def align_maps(
         ValueError: the maps are not cubic or differ in shape, or ``hands`` is unknown.
     """
     t_start = time.perf_counter()
-    ref_np = np.asarray(_to_numpy(ref), dtype=np.float64)
-    mov_np = np.asarray(_to_numpy(moving), dtype=np.float64)
+    ref_np = np.asarray(to_numpy(ref), dtype=np.float64)
+    mov_np = np.asarray(to_numpy(moving), dtype=np.float64)
     if ref_np.shape != mov_np.shape:
         raise ValueError(f"maps differ in shape: {ref_np.shape} vs {mov_np.shape}")
     if hands not in ("both", "same", "flipped"):
@@ -466,7 +188,7 @@ def align_maps(
     candidates: list[tuple[float, bool, np.ndarray, np.ndarray]] = []
     coarse_best = -np.inf
     for flipped in options:
-        lvl = _Level(ref_np, moved[flipped], search_box, sigma_frac(search_box, 0.5), torch.float32)
+        lvl = Level(ref_np, moved[flipped], search_box, sigma_frac(search_box, 0.5), torch.float32)
         c_r = torch.as_tensor(lvl.com_ref, dtype=torch.float32)
         c_m = torch.as_tensor(lvl.com_mov, dtype=torch.float32)
         scores = []
@@ -480,7 +202,7 @@ def align_maps(
         chosen: list[np.ndarray] = []
         for idx in np.argsort(-s):
             rot = grid[idx].numpy().astype(np.float64)
-            if any(_angle_deg(rot, c) < 30.0 for c in chosen):
+            if any(geodesic_deg(rot, c) < 30.0 for c in chosen):
                 continue
             chosen.append(rot)
             t0 = (lvl.com_ref - rot @ lvl.com_mov) * lvl.scale  # in full-size voxels
@@ -490,7 +212,7 @@ def align_maps(
     candidates.sort(key=lambda c: -c[0])
     timings = {"search": time.perf_counter() - t_start}
 
-    mids = {f: _Level(ref_np, moved[f], mid_box, sigma_frac(mid_box, 0.5)) for f in options}
+    mids = {f: Level(ref_np, moved[f], mid_box, sigma_frac(mid_box, 0.5)) for f in options}
     refined: list[tuple[float, bool, np.ndarray, np.ndarray]] = []
     for _, flipped, rot, t_full in candidates:
         lvl = mids[flipped]
@@ -503,14 +225,14 @@ def align_maps(
     _, flipped, rot, t_full = refined[0]
     timings["candidates"] = time.perf_counter() - t_start - sum(timings.values())
 
-    fine = _Level(ref_np, moved[flipped], refine_box, sigma_frac(refine_box, 0.6))
+    fine = Level(ref_np, moved[flipped], refine_box, sigma_frac(refine_box, 0.6))
     rot, t_fine, _ = fine.refine(rot, t_full / fine.scale, iters=25)
     t_full = t_fine * fine.scale
     timings["refine"] = time.perf_counter() - t_start - sum(timings.values())
 
     fill = background_level(mov_np)
     aligned = rotate_map(mov_np, rot, t_full, flip=flipped, fill=fill).astype(np.float32)
-    sphere = (_grid_points(d).numpy() ** 2).sum(-1).reshape(d, d, d) <= (d / 2) ** 2
+    sphere = (grid_points(d).numpy() ** 2).sum(-1).reshape(d, d, d) <= (d / 2) ** 2
     info = AlignmentInfo(
         rotation=rot,
         shift_A=t_full * pixel_size_A,
@@ -524,8 +246,3 @@ def align_maps(
         extra={"timings_s": timings, "candidates": [(c[0], c[1]) for c in refined]},
     )
     return aligned, info
-
-
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    c = 0.5 * (float(np.trace(a.T @ b)) - 1.0)
-    return math.degrees(math.acos(max(-1.0, min(1.0, c))))

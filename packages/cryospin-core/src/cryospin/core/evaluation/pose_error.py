@@ -41,6 +41,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+
+from cryospin.core.so3 import geodesic_distance_deg
 
 __all__ = [
     "FLIP",
@@ -92,15 +95,11 @@ def viewing_directions(rotations: Any) -> np.ndarray:
 def geodesic_deg(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
     """Geodesic angle in degrees between rotations ``(..., 3, 3)`` (broadcasting), in ``[0, 180]``.
 
-    The angle of ``M = R1^T R2`` as ``atan2(|vee(M)|, (tr M - 1) / 2)``, accurate near 0 and 180.
+    The angle of ``M = R1^T R2`` as ``atan2(|vee(M)|, (tr M - 1) / 2)``, accurate near 0 and 180
+    (:func:`cryospin.core.so3.geodesic_distance_deg` in float64).
     """
-    m = np.swapaxes(r1, -1, -2) @ r2
-    c = 0.5 * (np.trace(m, axis1=-2, axis2=-1) - 1.0)
-    v = 0.5 * np.stack(
-        [m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1
-    )
-    s = np.linalg.norm(v, axis=-1)
-    return np.degrees(np.arctan2(s, c))
+    a, b = (torch.as_tensor(np.asarray(r), dtype=torch.float64) for r in (r1, r2))
+    return geodesic_distance_deg(a, b).numpy()
 
 
 def _angle_from_trace(tr: np.ndarray) -> np.ndarray:

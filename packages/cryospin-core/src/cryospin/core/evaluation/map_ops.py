@@ -1,0 +1,164 @@
+"""Map utilities of the map alignment: hand flip, Fourier crop, low-pass, trilinear resampling.
+
+Conventions as in :mod:`cryospin.core.evaluation.align_maps`: cubic ``(D, D, D)`` maps
+``[z, y, x]``, coordinates ``(x, y, z)`` in voxels from the centre voxel ``D // 2``;
+:func:`rotate_map` returns ``out(x) = vol(R^T (x - t))`` by ``grid_sample`` with
+``align_corners=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as tnf
+
+__all__ = [
+    "background_level",
+    "flip_hand",
+    "lowpass_gaussian",
+    "real_space_correlation",
+    "rotate_map",
+]
+
+
+def to_numpy(vol: Any) -> np.ndarray:
+    """Return a cubic map ``(D, D, D)`` as numpy (torch is detached); ``ValueError`` otherwise."""
+    if hasattr(vol, "detach"):
+        vol = vol.detach().cpu().numpy()
+    arr = np.asarray(vol)
+    if arr.ndim != 3 or len(set(arr.shape)) != 1:
+        raise ValueError(f"a map must be a cubic (D, D, D) array, got shape {arr.shape}")
+    return arr
+
+
+def flip_hand(vol: Any) -> Any:
+    """Mirror a map ``z -> -z`` about the centre ``c = D // 2``: ``out[z] = vol[(2c - z) % D]``.
+
+    For odd ``D`` this is ``vol[::-1]``; for even ``D`` the reversal is rolled by one voxel so that
+    the centre ``D // 2`` stays fixed (the first plane, which has no mirror partner, maps onto
+    itself). An involution. Numpy in, numpy out; torch in, torch out.
+    """
+    if isinstance(vol, torch.Tensor):
+        flipped = torch.flip(vol, dims=(-3,))
+        return torch.roll(flipped, 1, dims=-3) if vol.shape[-3] % 2 == 0 else flipped
+    arr = np.asarray(vol)
+    out = arr[::-1]
+    return np.roll(out, 1, axis=0) if arr.shape[0] % 2 == 0 else out.copy()
+
+
+def crop(vol: np.ndarray, box: int) -> np.ndarray:
+    """Fourier-crop to ``box`` (:func:`cryospin.core.fourier.fourier_crop`; mean preserved).
+
+    The real-space centre ``D // 2`` maps to ``box // 2``, so a shift of ``s`` voxels at size
+    ``box`` is ``s * D / box`` voxels at size ``D``.
+    """
+    from cryospin.core.fourier import fourier_crop
+
+    arr = np.asarray(vol, dtype=np.float64)
+    if box >= arr.shape[0]:
+        return arr.copy()
+    return fourier_crop(torch.as_tensor(arr), box, ndim=3).numpy()
+
+
+def lowpass_gaussian(vol: np.ndarray, sigma_per_voxel: float) -> np.ndarray:
+    """Multiply the spectrum by ``exp(-f^2 / (2 sigma^2))``, ``f`` in cycles per voxel."""
+    arr = np.asarray(vol, dtype=np.float64)
+    freqs = [np.fft.fftfreq(n) for n in arr.shape]
+    fz, fy, fx = np.meshgrid(*freqs, indexing="ij")
+    g = np.exp(-(fx**2 + fy**2 + fz**2) / (2 * sigma_per_voxel**2))
+    return np.fft.ifftn(np.fft.fftn(arr) * g).real
+
+
+def grid_points(box: int, radius: float | None = None) -> torch.Tensor:
+    """Voxel coordinates ``(x, y, z)`` from the centre, ``(P, 3)``, optionally in a sphere."""
+    r = torch.arange(box, dtype=torch.float64) - box // 2
+    z, y, x = torch.meshgrid(r, r, r, indexing="ij")
+    pts = torch.stack([x, y, z], dim=-1).reshape(-1, 3)
+    if radius is not None:
+        pts = pts[(pts * pts).sum(-1) <= radius * radius]
+    return pts
+
+
+def sample(vol: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``vol`` ``(D, D, D)`` at centred voxel coordinates ``(..., 3)``."""
+    d = vol.shape[-1]
+    g = (pts + d // 2) * (2.0 / (d - 1)) - 1.0
+    out = tnf.grid_sample(
+        vol[None, None],
+        g.reshape(1, -1, 1, 1, 3).to(vol.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=True,
+    )
+    return out.reshape(pts.shape[:-1])
+
+
+def rotate_map(
+    vol: Any,
+    rotation: Any,
+    shift_vox: Any = (0.0, 0.0, 0.0),
+    *,
+    flip: bool = False,
+    fill: float = 0.0,
+) -> np.ndarray:
+    """Resample ``out(x) = vol(R^T (x - t))`` trilinearly; ``t`` in voxels ``(x, y, z)``.
+
+    With ``flip=True`` the map is hand-flipped (:func:`flip_hand`) first. Points that fall
+    outside the box read ``fill`` (e.g. the map's background level, :func:`background_level`).
+    Returns float numpy with the input's floating dtype (float32 for integer input).
+    """
+    arr = to_numpy(vol)
+    dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
+    if flip:
+        arr = flip_hand(arr)
+    d = arr.shape[0]
+    r = torch.as_tensor(np.asarray(rotation, dtype=np.float64))
+    t = torch.as_tensor(np.asarray(shift_vox, dtype=np.float64))
+    pts = grid_points(d)
+    src = (pts - t) @ r  # row form of R^T (x - t)
+    base = torch.as_tensor(np.ascontiguousarray(arr), dtype=torch.float64)
+    out = sample(base - fill, src) + fill if fill else sample(base, src)
+    return out.reshape(d, d, d).numpy().astype(dtype)
+
+
+def background_level(vol: Any) -> float:
+    """Median of the voxels outside the sphere inscribed in the box (the solvent level)."""
+    arr = np.asarray(to_numpy(vol), dtype=np.float64)
+    d = arr.shape[0]
+    r = np.arange(d) - d // 2
+    z, y, x = np.meshgrid(r, r, r, indexing="ij")
+    outside = (x * x + y * y + z * z) > (d / 2) ** 2
+    return float(np.median(arr[outside])) if outside.any() else 0.0
+
+
+def real_space_correlation(a: Any, b: Any, mask: Any | None = None) -> float:
+    """Pearson correlation of two maps, over the voxels where ``mask > 0.5`` (all when ``None``)."""
+    x = np.asarray(to_numpy(a), dtype=np.float64)
+    y = np.asarray(to_numpy(b), dtype=np.float64)
+    if mask is not None:
+        keep = np.asarray(mask) > 0.5
+        x, y = x[keep], y[keep]
+    x = x - x.mean()
+    y = y - y.mean()
+    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    return float((x * y).sum() / den) if den > 0 else 0.0
+
+
+def centre_of_mass(vol: np.ndarray) -> np.ndarray:
+    """Centre of mass ``(x, y, z)`` (voxels from the centre) of the density above the background.
+
+    The background is the median outside the inscribed sphere; negative parts are ignored.
+    """
+    d = vol.shape[0]
+    pts = grid_points(d).numpy()
+    r2 = (pts * pts).sum(-1)
+    flat = vol.reshape(-1)
+    outside = r2 > (d / 2) ** 2
+    bg = float(np.median(flat[outside])) if outside.any() else 0.0
+    w = np.clip(flat - bg, 0.0, None)
+    if w.sum() <= 0:
+        return np.zeros(3)
+    return (pts * w[:, None]).sum(0) / w.sum()
