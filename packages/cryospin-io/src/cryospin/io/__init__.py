@@ -16,9 +16,9 @@ from typing import Any
 _EXPORTS = {
     "open_particles": "cryospin.io.sources",
     "read_star": "cryospin.io.star",
-    "write_star": "cryospin.io.star",
-    "new_particle_stack": "cryospin.io.star",
-    "stack_image_names": "cryospin.io.star",
+    "write_star": "cryospin.io.star_write",
+    "new_particle_stack": "cryospin.io.star_write",
+    "stack_image_names": "cryospin.io.star_write",
     "read_cs": "cryospin.io.cryosparc",
     "write_cs": "cryospin.io.cryosparc",
     "read_ctf_pkl": "cryospin.io.cryodrgn",

@@ -61,7 +61,7 @@ class RelionStarSource(_MapsAndPkl, ImageSource):
         self, path: Path, stack: ParticleStack, rotations: np.ndarray, shifts_A: np.ndarray
     ) -> None:
         """Write a RELION 3.1 STAR with these poses: :func:`cryospin.io.star.write_star`."""
-        from cryospin.io.star import write_star
+        from cryospin.io.star_write import write_star
 
         write_star(path, stack, rotations, shifts_A)
 

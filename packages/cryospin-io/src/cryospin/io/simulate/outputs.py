@@ -31,7 +31,7 @@ def write_outputs(
     fixed so that the same seed gives byte-identical files.
     """
     from cryospin.io.mrc import write_map
-    from cryospin.io.star import new_particle_stack, stack_image_names, write_star
+    from cryospin.io.star_write import new_particle_stack, stack_image_names, write_star
 
     out = Path(config.out)
     rot, origins = truth["rotations"], truth["origins_A"]
