@@ -30,6 +30,21 @@ from cryospin.io.simulate.atoms import POTENTIAL_CONSTANT_V_A2
 from cryospin.io.simulate.projector import crop_indices
 
 BOX = 48
+#: The per-particle CTFParams fields, in compute_ctf's argument order.
+CTF_FIELDS = (
+    "defocus_u_A",
+    "defocus_v_A",
+    "defocus_angle_deg",
+    "voltage_kV",
+    "cs_mm",
+    "amplitude_contrast",
+    "phase_shift_deg",
+)
+
+
+def _ctf_row(ctf, i):
+    """Particle ``i``'s CTF parameters as floats, in compute_ctf's argument order."""
+    return [float(getattr(ctf, f)[i]) for f in CTF_FIELDS]
 
 
 @pytest.fixture(scope="module")
@@ -232,18 +247,7 @@ def test_ctf_matches_cryospin_core():
         theirs = compute_ctf_grid(
             box,
             apix,
-            *(
-                float(getattr(table, f)[i])
-                for f in (
-                    "defocus_u_A",
-                    "defocus_v_A",
-                    "defocus_angle_deg",
-                    "voltage_kV",
-                    "cs_mm",
-                    "amplitude_contrast",
-                    "phase_shift_deg",
-                )
-            ),
+            *_ctf_row(table, i),
             dtype=torch.float64,
         ).numpy()
         np.testing.assert_allclose(ours, theirs, atol=1e-5)
@@ -390,18 +394,7 @@ def test_signal_component_is_projection_of_gt_map_at_stored_pose(sim):
         c = stack.ctf
         ctf = compute_ctf(
             freqs,
-            *(
-                float(getattr(c, f)[i])
-                for f in (
-                    "defocus_u_A",
-                    "defocus_v_A",
-                    "defocus_angle_deg",
-                    "voltage_kV",
-                    "cs_mm",
-                    "amplitude_contrast",
-                    "phase_shift_deg",
-                )
-            ),
+            *_ctf_row(c, i),
         ).numpy()
         t = -stack.shifts_A[i]  # content moves by -origin
         ramp = np.exp(-2j * np.pi * (kx * t[0] + ky * t[1]))
@@ -469,15 +462,7 @@ def test_round_trip_through_cryospin_io_is_exact(sim):
     np.testing.assert_array_equal(stack.shifts_A, gt["origins_A"])
     assert np.any(stack.shifts_A != 0)
     table = load_ctf_table("empiar10028").subset(gt["ctf_rows"])
-    for f in (
-        "defocus_u_A",
-        "defocus_v_A",
-        "defocus_angle_deg",
-        "voltage_kV",
-        "cs_mm",
-        "amplitude_contrast",
-        "phase_shift_deg",
-    ):
+    for f in CTF_FIELDS:
         np.testing.assert_array_equal(getattr(stack.ctf, f), getattr(table, f), err_msg=f)
     np.testing.assert_array_equal(stack.images.read(np.arange(64)), _stack(sim.particles_mrcs))
     np.testing.assert_array_equal(stack.half_set, gt["half_set"])

@@ -52,8 +52,8 @@ from cryospin.core.evaluation.align_search import Level, hopf_grid, sphere_direc
 from cryospin.core.evaluation.map_ops import (
     background_level,
     flip_hand,
-    grid_points,
     lowpass_gaussian,
+    radius_sq,
     real_space_correlation,
     rotate_map,
     to_numpy,
@@ -232,7 +232,7 @@ def align_maps(
 
     fill = background_level(mov_np)
     aligned = rotate_map(mov_np, rot, t_full, flip=flipped, fill=fill).astype(np.float32)
-    sphere = (grid_points(d).numpy() ** 2).sum(-1).reshape(d, d, d) <= (d / 2) ** 2
+    sphere = radius_sq(d) <= (d / 2) ** 2
     info = AlignmentInfo(
         rotation=rot,
         shift_A=t_full * pixel_size_A,

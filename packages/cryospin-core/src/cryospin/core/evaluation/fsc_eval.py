@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from cryospin.core.evaluation.align_maps import AlignmentInfo, align_maps
+from cryospin.core.evaluation.map_ops import radius_sq
 
 __all__ = ["FSCResult", "fsc_curves", "fsc_vs_truth", "half_map_fsc", "soft_sphere_mask"]
 
@@ -35,9 +36,7 @@ def soft_sphere_mask(
     """
     radius = 0.4 * box if radius is None else float(radius)
     edge = max(2.0, 0.05 * box) if edge is None else float(edge)
-    r = np.arange(box) - box // 2
-    z, y, x = np.meshgrid(r, r, r, indexing="ij")
-    dist = np.sqrt(x * x + y * y + z * z)
+    dist = np.sqrt(radius_sq(box))
     if edge <= 0:
         return (dist <= radius).astype(np.float64)
     t = np.clip((dist - radius) / edge, 0.0, 1.0)

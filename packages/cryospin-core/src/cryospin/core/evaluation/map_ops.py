@@ -19,6 +19,7 @@ __all__ = [
     "background_level",
     "flip_hand",
     "lowpass_gaussian",
+    "radius_sq",
     "real_space_correlation",
     "rotate_map",
 ]
@@ -124,13 +125,18 @@ def rotate_map(
     return out.reshape(d, d, d).numpy().astype(dtype)
 
 
+def radius_sq(d: int) -> np.ndarray:
+    """Squared distance (integer voxels^2) of each voxel of a ``(d, d, d)`` box from ``d // 2``."""
+    r = np.arange(d) - d // 2
+    z, y, x = np.meshgrid(r, r, r, indexing="ij")
+    return x * x + y * y + z * z
+
+
 def background_level(vol: Any) -> float:
     """Median of the voxels outside the sphere inscribed in the box (the solvent level)."""
     arr = np.asarray(to_numpy(vol), dtype=np.float64)
     d = arr.shape[0]
-    r = np.arange(d) - d // 2
-    z, y, x = np.meshgrid(r, r, r, indexing="ij")
-    outside = (x * x + y * y + z * z) > (d / 2) ** 2
+    outside = radius_sq(d) > (d / 2) ** 2
     return float(np.median(arr[outside])) if outside.any() else 0.0
 
 
@@ -152,13 +158,8 @@ def centre_of_mass(vol: np.ndarray) -> np.ndarray:
 
     The background is the median outside the inscribed sphere; negative parts are ignored.
     """
-    d = vol.shape[0]
-    pts = grid_points(d).numpy()
-    r2 = (pts * pts).sum(-1)
-    flat = vol.reshape(-1)
-    outside = r2 > (d / 2) ** 2
-    bg = float(np.median(flat[outside])) if outside.any() else 0.0
-    w = np.clip(flat - bg, 0.0, None)
+    pts = grid_points(vol.shape[0]).numpy()
+    w = np.clip(vol.reshape(-1) - background_level(vol), 0.0, None)
     if w.sum() <= 0:
         return np.zeros(3)
     return (pts * w[:, None]).sum(0) / w.sum()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryospin.core.evaluation.map_ops import grid_points
+
 __all__ = ["blob_map"]
 
 
@@ -14,9 +16,7 @@ def blob_map(box: int = 48, seed: int = 0, n_blobs: int = 6) -> np.ndarray:
     compact (near zero at the border) and, for random seeds, has no rotational or mirror symmetry.
     """
     rng = np.random.default_rng(seed)
-    r = np.arange(box) - box // 2
-    z, y, x = np.meshgrid(r, r, r, indexing="ij")
-    pts = np.stack([x, y, z], -1).astype(np.float64)
+    pts = grid_points(box).numpy().reshape(box, box, box, 3)
     vol = np.zeros((box, box, box))
     for _ in range(n_blobs):
         centre = rng.uniform(-0.22, 0.22, 3) * box

@@ -98,8 +98,10 @@ def geodesic_deg(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
     The angle of ``M = R1^T R2`` as ``atan2(|vee(M)|, (tr M - 1) / 2)``, accurate near 0 and 180
     (:func:`cryospin.core.so3.geodesic_distance_deg` in float64).
     """
-    a, b = (torch.as_tensor(np.asarray(r), dtype=torch.float64) for r in (r1, r2))
-    return geodesic_distance_deg(a, b).numpy()
+    r1, r2 = np.asarray(r1), np.asarray(r2)
+    a, b = (torch.as_tensor(np.ascontiguousarray(r, dtype=np.float64)) for r in (r1, r2))
+    dtype = np.result_type(r1.dtype, r2.dtype, np.float16)  # the inputs' float type
+    return geodesic_distance_deg(a, b).numpy().astype(dtype, copy=False)
 
 
 def _angle_from_trace(tr: np.ndarray) -> np.ndarray:
