@@ -117,11 +117,16 @@ class PreprocessOptions:
     window_outer: float = 0.99
 
 
-def circular_mask(box: int, radius: float) -> np.ndarray:
-    """Boolean ``(L, L)`` mask, true inside radius ``radius * L / 2`` around ``(L//2, L//2)``."""
+def _radius_px(box: int) -> np.ndarray:
+    """Float64 ``(L, L)`` distance in pixels of each pixel from the centre ``(L//2, L//2)``."""
     c = box // 2
     y, x = np.mgrid[:box, :box]
-    return np.hypot(x - c, y - c) < radius * box / 2
+    return np.hypot(x - c, y - c)
+
+
+def circular_mask(box: int, radius: float) -> np.ndarray:
+    """Boolean ``(L, L)`` mask, true inside radius ``radius * L / 2`` around ``(L//2, L//2)``."""
+    return _radius_px(box) < radius * box / 2
 
 
 def soft_window(box: int, inner: float, outer: float) -> np.ndarray:
@@ -131,9 +136,7 @@ def soft_window(box: int, inner: float, outer: float) -> np.ndarray:
     """
     if not 0 < inner < outer:
         raise ConfigError(f"window radii: expected 0 < inner < outer, got {inner}, {outer}")
-    c = box // 2
-    y, x = np.mgrid[:box, :box]
-    r = np.hypot(x - c, y - c) / (box / 2)
+    r = _radius_px(box) / (box / 2)
     t = np.clip((r - inner) / (outer - inner), 0.0, 1.0)
     return (0.5 * (1.0 + np.cos(np.pi * t))).astype(np.float32)
 
