@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,64 @@ def apply_alignment(vol: Any, info: AlignmentInfo, pixel_size_A: float | None = 
     return rotate_map(vol, info.rotation, shift, flip=info.flipped, fill=background_level(vol))
 
 
+#: A candidate alignment: (score, flipped, rotation (3, 3), shift (3,) in full-size voxels).
+_Candidate = tuple[float, bool, np.ndarray, np.ndarray]
+
+
+def _sigma_frac(
+    box: int, default: float, *, d: int, pixel_size_A: float, lowpass_A: float | None
+) -> float:
+    """Gaussian width of a level of size ``box`` as a fraction of its Nyquist (0.5 cycles/voxel).
+
+    ``default``, narrowed to ``lowpass_A`` (Å) when given.
+    """
+    frac = default
+    if lowpass_A is not None:
+        apix_level = pixel_size_A * d / min(box, d)
+        frac = min(frac, 2.0 * apix_level / lowpass_A)
+    return frac
+
+
+def _grid_candidates(
+    lvl: Level, grid: torch.Tensor, flipped: bool, top_k: int, batch: int
+) -> tuple[list[_Candidate], float]:
+    """Score every grid rotation (translation: centre of mass onto centre of mass) on ``lvl``.
+
+    Returns the ``top_k`` best candidates at least 30 degrees apart and the best score.
+    """
+    c_r = torch.as_tensor(lvl.com_ref, dtype=torch.float32)
+    c_m = torch.as_tensor(lvl.com_mov, dtype=torch.float32)
+    scores = []
+    with torch.no_grad():
+        for i in range(0, grid.shape[0], batch):
+            rot_b = grid[i : i + batch]
+            t_b = c_r[None] - rot_b @ c_m  # maps moving's centre of mass onto ref's
+            scores.append(lvl.score(rot_b, t_b))
+    s = torch.cat(scores).numpy()
+    chosen: list[np.ndarray] = []
+    found: list[_Candidate] = []
+    for idx in np.argsort(-s):
+        rot = grid[idx].numpy().astype(np.float64)
+        if any(geodesic_deg(rot, c) < 30.0 for c in chosen):
+            continue
+        chosen.append(rot)
+        t0 = (lvl.com_ref - rot @ lvl.com_mov) * lvl.scale  # in full-size voxels
+        found.append((float(s[idx]), flipped, rot, t0))
+        if len(chosen) >= top_k:
+            break
+    return found, float(s.max())
+
+
+def _refine_candidate(lvl: Level, candidate: _Candidate) -> _Candidate:
+    """FFT translation search, then L-BFGS refinement of one candidate on ``lvl``."""
+    _, flipped, rot, t_full = candidate
+    t0 = t_full / lvl.scale
+    t1 = lvl.shift_search(rot, t0)
+    t_init = t1 if lvl.score_np(rot, t1) > lvl.score_np(rot, t0) else t0
+    r, t, c = lvl.refine(rot, t_init, iters=20)
+    return (c, flipped, r, t * lvl.scale)
+
+
 def align_maps(
     ref: Any,
     moving: Any,
@@ -175,57 +234,25 @@ def align_maps(
     d = ref_np.shape[0]
     grid = torch.as_tensor(hopf_grid(n_directions, n_inplane), dtype=torch.float32)
 
-    def sigma_frac(box: int, default: float) -> float:
-        # Gaussian width as a fraction of the level's Nyquist (0.5 cycles/voxel).
-        frac = default
-        if lowpass_A is not None:
-            apix_level = pixel_size_A * d / min(box, d)
-            frac = min(frac, 2.0 * apix_level / lowpass_A)
-        return frac
-
+    sigma = partial(_sigma_frac, d=d, pixel_size_A=pixel_size_A, lowpass_A=lowpass_A)
     options = {"both": (False, True), "same": (False,), "flipped": (True,)}[hands]
     moved = {f: (flip_hand(mov_np) if f else mov_np) for f in options}
-    candidates: list[tuple[float, bool, np.ndarray, np.ndarray]] = []
+    candidates: list[_Candidate] = []
     coarse_best = -np.inf
     for flipped in options:
-        lvl = Level(ref_np, moved[flipped], search_box, sigma_frac(search_box, 0.5), torch.float32)
-        c_r = torch.as_tensor(lvl.com_ref, dtype=torch.float32)
-        c_m = torch.as_tensor(lvl.com_mov, dtype=torch.float32)
-        scores = []
-        with torch.no_grad():
-            for i in range(0, grid.shape[0], batch):
-                rot_b = grid[i : i + batch]
-                t_b = c_r[None] - rot_b @ c_m  # maps moving's centre of mass onto ref's
-                scores.append(lvl.score(rot_b, t_b))
-        s = torch.cat(scores).numpy()
-        coarse_best = max(coarse_best, float(s.max()))
-        chosen: list[np.ndarray] = []
-        for idx in np.argsort(-s):
-            rot = grid[idx].numpy().astype(np.float64)
-            if any(geodesic_deg(rot, c) < 30.0 for c in chosen):
-                continue
-            chosen.append(rot)
-            t0 = (lvl.com_ref - rot @ lvl.com_mov) * lvl.scale  # in full-size voxels
-            candidates.append((float(s[idx]), flipped, rot, t0))
-            if len(chosen) >= top_k:
-                break
+        lvl = Level(ref_np, moved[flipped], search_box, sigma(search_box, 0.5), torch.float32)
+        found, best = _grid_candidates(lvl, grid, flipped, top_k, batch)
+        candidates += found
+        coarse_best = max(coarse_best, best)
     candidates.sort(key=lambda c: -c[0])
     timings = {"search": time.perf_counter() - t_start}
 
-    mids = {f: Level(ref_np, moved[f], mid_box, sigma_frac(mid_box, 0.5)) for f in options}
-    refined: list[tuple[float, bool, np.ndarray, np.ndarray]] = []
-    for _, flipped, rot, t_full in candidates:
-        lvl = mids[flipped]
-        t0 = t_full / lvl.scale
-        t1 = lvl.shift_search(rot, t0)
-        t_init = t1 if lvl.score_np(rot, t1) > lvl.score_np(rot, t0) else t0
-        r, t, c = lvl.refine(rot, t_init, iters=20)
-        refined.append((c, flipped, r, t * lvl.scale))
-    refined.sort(key=lambda c: -c[0])
+    mids = {f: Level(ref_np, moved[f], mid_box, sigma(mid_box, 0.5)) for f in options}
+    refined = sorted((_refine_candidate(mids[c[1]], c) for c in candidates), key=lambda c: -c[0])
     _, flipped, rot, t_full = refined[0]
     timings["candidates"] = time.perf_counter() - t_start - sum(timings.values())
 
-    fine = Level(ref_np, moved[flipped], refine_box, sigma_frac(refine_box, 0.6))
+    fine = Level(ref_np, moved[flipped], refine_box, sigma(refine_box, 0.6))
     rot, t_fine, _ = fine.refine(rot, t_full / fine.scale, iters=25)
     t_full = t_fine * fine.scale
     timings["refine"] = time.perf_counter() - t_start - sum(timings.values())
