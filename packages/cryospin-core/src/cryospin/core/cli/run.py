@@ -11,10 +11,13 @@ Example:
     cryospin run --particles particles.star --encoder multihead --decoder hartley --out run1/
     cryospin run --particles particles.star --encoder multihead --decoder hartley \\
         --out run1/ --box 64 --epochs 20 --shifts --half-sets --gt-map truth.mrc
+    cryospin run --launcher torchrun --gpus 4 --device cuda --particles particles.star \\
+        --out run1/      # = torchrun --nproc-per-node 4 -m cryospin.core run ...
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,18 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
 @click.option("--gt-map", "gt_map", type=click.Path(dir_okay=False), help="ground-truth map")
 @click.option("--device", help="cpu, cuda or auto")
 @click.option("--resume", is_flag=True, help="continue from DIR/checkpoints")
+@click.option(
+    "--launcher",
+    type=click.Choice(["none", "torchrun"]),
+    default="none",
+    help="torchrun: run on --gpus processes (re-executes under torch.distributed.run)",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="processes for --launcher torchrun (one per GPU; CPU processes with --device cpu)",
+)
 def run(
     particles: str | None,
     datadir: str | None,
@@ -77,6 +92,8 @@ def run(
     gt_map: str | None,
     device: str | None,
     resume: bool,
+    launcher: str = "none",
+    gpus: int | None = None,
 ) -> None:
     """Run the reconstruction and print the summary's key numbers."""
     from cryospin.core.engine.checkpoint import StopRequested
@@ -97,6 +114,10 @@ def run(
         "device": device,
     }
     cfg = resolve_config(out_dir, config, resume, flags)
+    if launcher == "torchrun" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # engine.distributed
+        from cryospin.core.engine.distributed import cli_args, relaunch
+
+        sys.exit(relaunch(gpus or 1, cli_args(flags, resume, out, config)))
     if resume and not out_dir.exists():
         raise ConfigError(f"--resume: output folder {out_dir} does not exist")
     try:

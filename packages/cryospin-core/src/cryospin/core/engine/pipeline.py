@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.engine import io_bridge, report
+from cryospin.core.engine import distributed, io_bridge, report
 from cryospin.core.engine.config import RunConfig, save_yaml
 from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
-from cryospin.core.engine.trainer import Trainer, TrainResult, Truth
+from cryospin.core.engine.trainer import TrainResult, Truth
 from cryospin.core.errors import InputError
 
 
@@ -88,17 +88,19 @@ def run_reconstruction(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     setup_torch(cfg)
+    dist_on = distributed.init_from_env(cfg) > 1  # torchrun: see engine.distributed
     if not cfg.particles:
         raise InputError("no particle file given (--particles)")
     stack = open_stack(cfg.particles, cfg.datadir)
     n = len(stack)
     if n < 2:
         raise InputError(f"{cfg.particles}: needs at least 2 particles, has {n}")
-    save_yaml(cfg, out / "config.yaml")
-    base = ParticleData(stack, cfg.box, cfg.invert_contrast, cache=cfg.cache_images)
+    if distributed.is_main():
+        save_yaml(cfg, out / "config.yaml")
+    base = ParticleData(stack, cfg.box, cfg.invert_contrast, cache=cfg.cache_images and not dist_on)
     truth = _load_truth(cfg, stack, base.box, base.pixel_size_A)
     metrics_path = out / "metrics.jsonl"
-    if not resume and metrics_path.exists():
+    if not resume and metrics_path.exists() and distributed.is_main():
         metrics_path.unlink()
 
     results: list[TrainResult] = []
@@ -110,10 +112,10 @@ def run_reconstruction(
                 cfg.box,
                 cfg.invert_contrast,
                 subset=idx,
-                cache=cfg.cache_images,
+                cache=cfg.cache_images and not dist_on,
                 noise_std=base.noise_std,
             )
-            tr = Trainer(
+            tr = distributed.make_trainer(
                 cfg,
                 data,
                 out / f"half{k}" / "checkpoints",
@@ -121,11 +123,18 @@ def run_reconstruction(
                 truth,
                 tag={"half": k},
                 console=console,
+                resume=resume,
             )
             results.append(tr.fit(resume=resume))
     else:
-        tr = Trainer(cfg, base, out / "checkpoints", metrics_path, truth, console=console)
+        tr = distributed.make_trainer(
+            cfg, base, out / "checkpoints", metrics_path, truth, console=console, resume=resume
+        )
         results.append(tr.fit(resume=resume))
+    gathered = distributed.gather_results(results)  # rank 0 assembles the poses once
+    if gathered is None:
+        return {}  # ranks > 0 write nothing
+    results = gathered
 
     apix, box = base.pixel_size_A, base.box
     summary: dict[str, Any] = {
@@ -212,6 +221,7 @@ def run_reconstruction(
                 )
             ),
             "resumed": bool(resume),
+            **distributed.summary_fields(cfg),
         "invert_contrast": base.invert,
         }
     )
