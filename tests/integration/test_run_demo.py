@@ -1,4 +1,4 @@
-"""``cryospin demo`` end to end at a tiny size: simulate through the registered command, run, report."""
+"""``cryospin demo`` at a tiny size: simulate via the registered command, run, report."""
 
 from __future__ import annotations
 
