@@ -20,7 +20,7 @@ import numpy as np
 
 from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
-from cryospin.core.particles import CTFParams, ParticleStack
+from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
 from cryospin.io.common import (
     NoImages,
     choose_pixel_size,
@@ -67,6 +67,80 @@ def _field(path: Path, data: np.ndarray, name: str) -> np.ndarray:
     return values
 
 
+def _ctf(path: Path, data: np.ndarray, names: set[str], n: int) -> CTFParams:
+    """CTF parameters from the ``ctf/*`` fields (angles in radians converted to degrees)."""
+
+    def opt(name: str, default: float) -> np.ndarray:
+        return _field(path, data, name) if name in names else np.full(n, default)
+
+    return CTFParams(
+        defocus_u_A=_field(path, data, "ctf/df1_A"),
+        defocus_v_A=_field(path, data, "ctf/df2_A"),
+        defocus_angle_deg=np.rad2deg(opt("ctf/df_angle_rad", 0.0)),
+        voltage_kV=_field(path, data, "ctf/accel_kv"),
+        cs_mm=_field(path, data, "ctf/cs_mm"),
+        amplitude_contrast=_field(path, data, "ctf/amp_contrast"),
+        phase_shift_deg=np.rad2deg(opt("ctf/phase_shift_rad", 0.0)),
+        bfactor_A2=_field(path, data, "ctf/bfactor") if "ctf/bfactor" in names else None,
+    )
+
+
+def _open_images(
+    path: Path,
+    data: np.ndarray,
+    names: set[str],
+    datadir: str | Path | None,
+    stack: str | Path | None,
+) -> tuple[ImageReader, int, list]:
+    """Open the stacks of ``blob/path`` and ``blob/idx``; return the reader, box and headers."""
+    stack_names = np.array(
+        [
+            strip_cryosparc_prefix(p.decode() if isinstance(p, bytes) else str(p))
+            for p in data["blob/path"]
+        ],
+        dtype=object,
+    )
+    reader, headers = open_referenced_stacks(
+        path,
+        stack_names,
+        np.asarray(data["blob/idx"], dtype=np.int64),
+        Path(datadir) if datadir else None,
+        Path(stack) if stack else None,
+    )
+    box = reader.box
+    if "blob/shape" in names:
+        shapes = np.asarray(data["blob/shape"]).reshape(len(data), -1)
+        bad = (shapes != box).any(axis=1)
+        if bad.any():
+            row = int(np.nonzero(bad)[0][0])
+            raise InputError(
+                f"{path}: row {row + 1}: blob/shape {shapes[row].tolist()} disagrees with "
+                f"the stack's {box} px images"
+            )
+    return reader, box, headers
+
+
+def _poses(
+    path: Path, data: np.ndarray, names: set[str], prefix: str | None, pixel_size: float
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """Rotations, origins in Å and half-sets (1, 2) of the alignment group ``prefix``, or None."""
+    n = len(data)
+    rotations = shifts = half_set = None
+    if prefix is not None:
+        rotations = cryosparc_to_rotations(_field(path, data, f"{prefix}/pose"))
+        shifts = np.zeros((n, 2))
+        if f"{prefix}/shift" in names:
+            align_psize = (
+                _field(path, data, f"{prefix}/psize_A")
+                if f"{prefix}/psize_A" in names
+                else np.full(n, pixel_size)
+            )
+            shifts = _field(path, data, f"{prefix}/shift").reshape(n, 2) * align_psize[:, None]
+        if f"{prefix}/split" in names:
+            half_set = np.asarray(data[f"{prefix}/split"], dtype=np.int64) + 1
+    return rotations, shifts, half_set
+
+
 def read_cs(
     path: str | Path,
     datadir: str | Path | None = None,
@@ -86,46 +160,10 @@ def read_cs(
         raise InputError(f"{path}: missing required field(s) {', '.join(missing)}")
     n = len(data)
 
-    def opt(name: str, default: float) -> np.ndarray:
-        return _field(path, data, name) if name in names else np.full(n, default)
-
-    ctf = CTFParams(
-        defocus_u_A=_field(path, data, "ctf/df1_A"),
-        defocus_v_A=_field(path, data, "ctf/df2_A"),
-        defocus_angle_deg=np.rad2deg(opt("ctf/df_angle_rad", 0.0)),
-        voltage_kV=_field(path, data, "ctf/accel_kv"),
-        cs_mm=_field(path, data, "ctf/cs_mm"),
-        amplitude_contrast=_field(path, data, "ctf/amp_contrast"),
-        phase_shift_deg=np.rad2deg(opt("ctf/phase_shift_rad", 0.0)),
-        bfactor_A2=_field(path, data, "ctf/bfactor") if "ctf/bfactor" in names else None,
-    )
+    ctf = _ctf(path, data, names, n)
     psize = _field(path, data, "blob/psize_A") if "blob/psize_A" in names else None
-    headers = []
     if images:
-        stack_names = np.array(
-            [
-                strip_cryosparc_prefix(p.decode() if isinstance(p, bytes) else str(p))
-                for p in data["blob/path"]
-            ],
-            dtype=object,
-        )
-        reader, headers = open_referenced_stacks(
-            path,
-            stack_names,
-            np.asarray(data["blob/idx"], dtype=np.int64),
-            Path(datadir) if datadir else None,
-            Path(stack) if stack else None,
-        )
-        box = reader.box
-        if "blob/shape" in names:
-            shapes = np.asarray(data["blob/shape"]).reshape(n, -1)
-            bad = (shapes != box).any(axis=1)
-            if bad.any():
-                row = int(np.nonzero(bad)[0][0])
-                raise InputError(
-                    f"{path}: row {row + 1}: blob/shape {shapes[row].tolist()} disagrees with "
-                    f"the stack's {box} px images"
-                )
+        reader, box, headers = _open_images(path, data, names, datadir, stack)
         pixel_size = choose_pixel_size(path, psize, headers, "blob/psize_A")
     else:
         reader = NoImages(n, path)
@@ -135,21 +173,8 @@ def read_cs(
         pixel_size = float("nan")
         if psize is not None:
             pixel_size = choose_pixel_size(path, psize, [], "blob/psize_A")
-
-    rotations = shifts = half_set = None
     prefix = alignment_prefix(data)
-    if prefix is not None:
-        rotations = cryosparc_to_rotations(_field(path, data, f"{prefix}/pose"))
-        shifts = np.zeros((n, 2))
-        if f"{prefix}/shift" in names:
-            align_psize = (
-                _field(path, data, f"{prefix}/psize_A")
-                if f"{prefix}/psize_A" in names
-                else np.full(n, pixel_size)
-            )
-            shifts = _field(path, data, f"{prefix}/shift").reshape(n, 2) * align_psize[:, None]
-        if f"{prefix}/split" in names:
-            half_set = np.asarray(data[f"{prefix}/split"], dtype=np.int64) + 1
+    rotations, shifts, half_set = _poses(path, data, names, prefix, pixel_size)
     sign = float(np.asarray(data["blob/sign"])[0]) if "blob/sign" in names else None
     group = (
         np.asarray(data["ctf/exp_group_id"], dtype=np.int64)

@@ -16,6 +16,7 @@ replaced by the given poses.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ import pandas as pd
 import starfile
 
 from cryospin.core.errors import InputError
-from cryospin.core.particles import CTFParams, ParticleStack
+from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
 from cryospin.io.common import (
     NoImages,
     choose_pixel_size,
@@ -171,6 +172,71 @@ def _pixel_sizes(path: Path, merged: pd.DataFrame) -> tuple[np.ndarray | None, s
     return None, "rlnImagePixelSize"
 
 
+def _ctf(path: Path, particles: pd.DataFrame, col: Callable[..., np.ndarray]) -> CTFParams:
+    """CTF parameters from the columns (``col(name, default)``: merged with the optics block)."""
+    dfu = col("rlnDefocusU")
+    ctf = CTFParams(
+        defocus_u_A=dfu,
+        defocus_v_A=col("rlnDefocusV") if "rlnDefocusV" in particles else dfu.copy(),
+        defocus_angle_deg=col("rlnDefocusAngle", 0.0),
+        voltage_kV=col("rlnVoltage"),
+        cs_mm=col("rlnSphericalAberration"),
+        amplitude_contrast=col("rlnAmplitudeContrast", DEFAULT_AMPLITUDE_CONTRAST),
+        phase_shift_deg=col("rlnPhaseShift", 0.0),
+        bfactor_A2=col("rlnCtfBfactor") if "rlnCtfBfactor" in particles else None,
+    )
+    if not (ctf.voltage_kV > 0).all():
+        row = int(np.nonzero(~(ctf.voltage_kV > 0))[0][0])
+        raise InputError(
+            f"{path}: row {row + 1}: rlnVoltage is {ctf.voltage_kV[row]}; expected > 0"
+        )
+    return ctf
+
+
+def _open_images(
+    path: Path,
+    particles: pd.DataFrame,
+    merged: pd.DataFrame,
+    datadir: str | Path | None,
+    stack: str | Path | None,
+) -> tuple[ImageReader, int, list]:
+    """Open the stacks ``rlnImageName`` refers to; return the reader, box and stack headers."""
+    img_idx, img_paths = split_image_names(particles["rlnImageName"].to_numpy(), path)
+    reader, headers = open_referenced_stacks(
+        path,
+        img_paths,
+        img_idx,
+        Path(datadir) if datadir else None,
+        Path(stack) if stack else None,
+    )
+    box = reader.box
+    if "rlnImageSize" in merged:
+        sizes = _numeric(path, merged, "rlnImageSize")
+        if (sizes != box).any():
+            row = int(np.nonzero(sizes != box)[0][0])
+            raise InputError(
+                f"{path}: row {row + 1}: rlnImageSize {sizes[row]:g} disagrees with the "
+                f"stack's {box} px images"
+            )
+    return reader, box, headers
+
+
+def _poses(
+    columns: set[str], col: Callable[..., np.ndarray], ps: np.ndarray | float, n: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Rotations (RELION ``A``) and origins in Å (pixel origins of 3.0 times ``ps``), or None."""
+    rotations = None
+    shifts = None
+    if {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= columns:
+        rotations = euler_to_rotations(col("rlnAngleRot"), col("rlnAngleTilt"), col("rlnAnglePsi"))
+        shifts = np.zeros((n, 2))
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= columns:
+        shifts = np.stack([col("rlnOriginXAngst"), col("rlnOriginYAngst")], axis=1)
+    elif {"rlnOriginX", "rlnOriginY"} <= columns:
+        shifts = np.stack([col("rlnOriginX"), col("rlnOriginY")], axis=1) * np.reshape(ps, (-1, 1))
+    return rotations, shifts
+
+
 def read_star(
     path: str | Path,
     datadir: str | Path | None = None,
@@ -210,61 +276,20 @@ def read_star(
             return _numeric(path, frame, name)
         return np.full(n, np.nan if default is None else default)
 
-    dfu = col("rlnDefocusU")
-    ctf = CTFParams(
-        defocus_u_A=dfu,
-        defocus_v_A=col("rlnDefocusV") if "rlnDefocusV" in particles else dfu.copy(),
-        defocus_angle_deg=col("rlnDefocusAngle", 0.0),
-        voltage_kV=col("rlnVoltage"),
-        cs_mm=col("rlnSphericalAberration"),
-        amplitude_contrast=col("rlnAmplitudeContrast", DEFAULT_AMPLITUDE_CONTRAST),
-        phase_shift_deg=col("rlnPhaseShift", 0.0),
-        bfactor_A2=col("rlnCtfBfactor") if "rlnCtfBfactor" in particles else None,
-    )
-    if not (ctf.voltage_kV > 0).all():
-        row = int(np.nonzero(~(ctf.voltage_kV > 0))[0][0])
-        raise InputError(
-            f"{path}: row {row + 1}: rlnVoltage is {ctf.voltage_kV[row]}; expected > 0"
-        )
-
+    ctf = _ctf(path, particles, col)
     per_particle_ps, ps_field = _pixel_sizes(path, merged)
-    headers = []
     if images:
-        img_idx, img_paths = split_image_names(particles["rlnImageName"].to_numpy(), path)
-        reader, headers = open_referenced_stacks(
-            path,
-            img_paths,
-            img_idx,
-            Path(datadir) if datadir else None,
-            Path(stack) if stack else None,
-        )
-        box = reader.box
-        if "rlnImageSize" in merged:
-            sizes = _numeric(path, merged, "rlnImageSize")
-            if (sizes != box).any():
-                row = int(np.nonzero(sizes != box)[0][0])
-                raise InputError(
-                    f"{path}: row {row + 1}: rlnImageSize {sizes[row]:g} disagrees with the "
-                    f"stack's {box} px images"
-                )
+        reader, box, headers = _open_images(path, particles, merged, datadir, stack)
     else:
         reader = NoImages(n, path)
         box = int(_numeric(path, merged, "rlnImageSize")[0]) if "rlnImageSize" in merged else None
+        headers = []
     if per_particle_ps is None and not images:
         pixel_size = float("nan")
     else:
         pixel_size = choose_pixel_size(path, per_particle_ps, headers, ps_field)
-
-    rotations = None
-    shifts = None
-    if {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi"} <= set(particles.columns):
-        rotations = euler_to_rotations(col("rlnAngleRot"), col("rlnAngleTilt"), col("rlnAnglePsi"))
-        shifts = np.zeros((n, 2))
-    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(particles.columns):
-        shifts = np.stack([col("rlnOriginXAngst"), col("rlnOriginYAngst")], axis=1)
-    elif {"rlnOriginX", "rlnOriginY"} <= set(particles.columns):
-        ps = per_particle_ps if per_particle_ps is not None else pixel_size
-        shifts = np.stack([col("rlnOriginX"), col("rlnOriginY")], axis=1) * np.reshape(ps, (-1, 1))
+    ps = per_particle_ps if per_particle_ps is not None else pixel_size
+    rotations, shifts = _poses(set(particles.columns), col, ps, n)
     half_set = None
     if "rlnRandomSubset" in particles:
         half_set = col("rlnRandomSubset").astype(np.int64)
