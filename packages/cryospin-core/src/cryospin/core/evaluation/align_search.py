@@ -50,8 +50,8 @@ def hopf_grid(n_directions: int = 192, n_inplane: int = 24) -> np.ndarray:
     ph = np.repeat(phi, n_inplane)
     ps = np.tile(psi, theta.size)
 
-    ph, th, ps = (torch.as_tensor(a) for a in (ph, th, ps))
-    return (_rot_z(ph) @ _rot_y(th) @ _rot_z(ps)).numpy()
+    t_ph, t_th, t_ps = (torch.as_tensor(a) for a in (ph, th, ps))
+    return (_rot_z(t_ph) @ _rot_y(t_th) @ _rot_z(t_ps)).numpy()
 
 
 def _increment(omega: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from cryospin.core.ctf import compute_ctf
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams
 
+#: The per-particle CTFParams fields, named as compute_ctf's arguments.
 _CTF_FIELDS = (
     "defocus_u_A",
     "defocus_v_A",
@@ -56,8 +57,8 @@ def evaluate_ctf(
     b = bfactor_A2
     if b is None and ctf.bfactor_A2 is not None:
         b = float(ctf.bfactor_A2[index])
-    params = (float(getattr(ctf, name)[index]) for name in _CTF_FIELDS)
-    return compute_ctf(freqs, *params, bfactor_A2=b).numpy()
+    params = {name: float(getattr(ctf, name)[index]) for name in _CTF_FIELDS}
+    return compute_ctf(freqs, **params, bfactor_A2=b).numpy()
 
 
 def _from_array(arr: np.ndarray, source: str) -> CTFParams:

@@ -22,7 +22,7 @@ def write_outputs(
     projector: AtomProjector | MapProjector,
     apix: float,
     ctf: CTFParams,
-    truth: dict[str, np.ndarray],
+    truth: dict[str, Any],
 ) -> None:
     """Write ``gt_map.mrc``, ``particles.star``, cryoDRGN pickles and ``ground_truth.npz``.
 
