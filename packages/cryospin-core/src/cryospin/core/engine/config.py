@@ -110,7 +110,9 @@ class RunConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after k steps")
     eval_every: int = Field(1, ge=1, description="epochs between evaluations vs truth")
     progress: bool = True
-    cache_images: bool = Field(True, description="keep the preprocessed stack in memory")
+    cache_images: bool = Field(
+        True, description="keep the preprocessed stack in memory (when it fits in 2 GiB)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:

@@ -23,6 +23,10 @@ from cryospin.core.engine import ops
 from cryospin.core.errors import InputError
 from cryospin.core.particles import ParticleStack
 
+#: Preprocessed stacks up to this size are kept in memory (``cache_images``); larger ones are
+#: read from disk per batch, so RAM stays flat in N.
+CACHE_LIMIT_BYTES = 2 * 2**30
+
 
 @dataclass
 class Batch:
@@ -119,7 +123,7 @@ class ParticleData:
         self._bg = r >= self.box / 2
         self._cache: torch.Tensor | None = None
         self.noise_std = noise_std if noise_std is not None else self._estimate_noise()
-        if cache:
+        if cache and len(self.indices) * self.box**2 * 4 <= CACHE_LIMIT_BYTES:
             chunks = [
                 self._load(self.indices[i : i + 512]) for i in range(0, len(self.indices), 512)
             ]
