@@ -35,7 +35,6 @@ The rules (see :mod:`cryospin.core.interfaces` for the conventions):
   ``torch.manual_seed(k)`` on the same input, give identical outputs.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable
