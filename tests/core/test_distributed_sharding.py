@@ -187,3 +187,20 @@ def test_one_rank_distributed_trainer_matches_trainer_and_resumes(toy, tmp_path)
     # without a sharded checkpoint and a process group the plain trainer is used
     plain = distributed.make_trainer(cfg, data, tmp_path / "a", tmp_path / "a.jsonl", resume=True)
     assert type(plain) is Trainer
+
+
+def test_launcher_rebuilds_the_run_command():
+    flags = {"particles": "p.star", "box": 32, "shifts": False, "half_sets": True, "seed": None}
+    args = distributed.cli_args(flags, True, "out", "c.yaml")
+    assert args == [
+        "--out", "out", "--config", "c.yaml", "--particles", "p.star", "--box", "32",
+        "--no-shifts", "--half-sets", "--resume",
+    ]  # fmt: skip
+    cmd = distributed.torchrun_command(2, args)
+    assert cmd[1:9] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"] + [
+        "-m", "cryospin.core", "run",
+    ]  # fmt: skip
+    assert cmd[9:] == args
+    assert distributed.summary_fields(validate_config({"batch_size": 8})) == {
+        "world_size": 1, "batch_size_per_rank": 8, "global_batch_size": 8,
+    }  # fmt: skip

@@ -43,6 +43,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -252,13 +253,19 @@ class DistributedTrainer(Trainer):
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            kw = {"device_ids": ids, "broadcast_buffers": False, "find_unused_parameters": True}
-            ddp_dec = DDP(self.decoder, **kw)
+            # rank-local buffers (batch-norm statistics): no broadcast; a decoder uses all its
+            # parameters in every forward, an encoder may not (e.g. an unused shift head)
+            kw = {"device_ids": ids, "broadcast_buffers": False}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers deprecation
+                ddp_dec = DDP(self.decoder, find_unused_parameters=False, **kw)
+                ddp_enc = None
+                if self.encoder is not None:
+                    ddp_enc = DDP(self.encoder, find_unused_parameters=True, **kw)
             ddp_dec.register_comm_hook(self.hook_state, weighted_allreduce_hook)
             self.ctx.extra["local_decoder"] = self.decoder
             self.ctx.decoder = ddp_dec
-            if self.encoder is not None:
-                ddp_enc = DDP(self.encoder, **kw)
+            if ddp_enc is not None:
                 ddp_enc.register_comm_hook(self.hook_state, weighted_allreduce_hook)
                 self.ctx.encoder = ddp_enc
 
@@ -567,8 +574,8 @@ def torchrun_command(nproc: int, args: list[str], nnodes: int = 1) -> list[str]:
 def relaunch(nproc: int, args: list[str]) -> int:
     """Run ``cryospin run ARGS`` under torchrun with ``nproc`` processes; return its exit code.
 
-    SIGTERM/SIGINT received by this process are passed on to torchrun, which passes them to every
-    rank (each checkpoints and stops).
+    SIGTERM received by this process is passed on to torchrun, which sends SIGTERM to every rank
+    (each checkpoints and stops). Ctrl-C reaches torchrun directly (same process group).
     """
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -577,7 +584,10 @@ def relaunch(nproc: int, args: list[str]) -> int:
     def forward(signum: int, frame: Any) -> None:
         proc.send_signal(signum)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    }
     try:
         return proc.wait()
     finally:
