@@ -172,6 +172,7 @@ def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     assert ckpt.load(last)["global_batch"] == 16
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed"] and summary["world_size"] == 1
+    assert summary["global_batch_size"] == 16 and summary["batch_size_per_rank"] == 16
     epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(6))
     # ... and ends where an uninterrupted one-process run with batch 16 ends

@@ -118,11 +118,17 @@ def _destroy() -> None:
         dist.destroy_process_group()
 
 
+#: the global batch of the last distributed trainer of this run (a resumed run keeps the
+#: checkpoint's, which differs from ``G * batch_size`` when G changed)
+_RUN_INFO: dict[str, int] = {}
+
+
 def summary_fields(cfg: Any) -> dict[str, Any]:
     """``world_size``, ``batch_size_per_rank`` and ``global_batch_size`` for ``summary.json``."""
     g = world_size()
-    b = cfg.batch_size
-    return {"world_size": g, "batch_size_per_rank": b, "global_batch_size": g * b}
+    gb = _RUN_INFO.get("global_batch", g * cfg.batch_size)
+    per = gb // g if gb % g == 0 else gb / g
+    return {"world_size": g, "batch_size_per_rank": per, "global_batch_size": gb}
 
 
 # ----------------------------------------------------------------------------- factory / gather
@@ -141,6 +147,8 @@ def make_trainer(
     Distributed: under a process group of G > 1 ranks, or when resuming a sharded checkpoint
     (with any number of ranks, one included).
     """
+    if tag is None or tag.get("half", 1) == 1:
+        _RUN_INFO.clear()
     if is_active() or (resume and sharding.is_sharded_checkpoint(ckpt_dir)):
         return DistributedTrainer(cfg, data, ckpt_dir, metrics_path, truth, tag, console)
     return Trainer(cfg, data, ckpt_dir, metrics_path, truth, tag=tag, console=console)
@@ -558,6 +566,7 @@ class DistributedTrainer(Trainer):
         """Return this rank's particles (global indices), the shared map, global statistics."""
         r = super().result()
         r.indices = self.data.owned_global.copy()
+        _RUN_INFO["global_batch"] = self.global_batch
         return r
 
 
