@@ -134,8 +134,15 @@ def test_two_processes_match_one_process_with_the_global_batch(toy, tmp_path):
     rec = json.loads((two / "metrics.jsonl").read_text().splitlines()[0])
     assert rec["world_size"] == 2 and rec["global_batch_size"] == 16
     assert abs(sum(rec["head_usage"]) - 1) < 1e-3  # reduced over both ranks' particles
-    shards = sorted(p.name.split(".")[0] for p in (two / "checkpoints").glob("poses-rank*.pt"))
-    assert shards == ["poses-rank0-of-2", "poses-rank1-of-2"]
+    shards = sorted((two / "checkpoints").glob("poses-rank*.pt"))
+    assert [p.name.split(".")[0] for p in shards] == ["poses-rank0-of-2", "poses-rank1-of-2"]
+    # each rank holds exactly its half of the pose table (rows, Adam moments, step counts)
+    from cryospin.core.engine import checkpoint as ckpt
+
+    held = [ckpt.load(p) for p in shards]
+    assert [len(h["indices"]) for h in held] == [32, 32]
+    assert all(h["table"]["opt_rot"]["exp_avg"].shape == (32, 3) for h in held)
+    assert sorted(np.concatenate([h["indices"] for h in held]).tolist()) == list(range(64))
     # the one-process run keeps its unsharded checkpoint
     assert not list((one / "checkpoints").glob("poses-rank*"))
 
