@@ -138,6 +138,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("gold_standard_resolution_A", "gold-standard resolution (FSC 0.143)", "Å"),
         ("rotation_error_median_deg", "median rotation error", "°"),
         ("rotation_error_mean_deg", "mean rotation error", "°"),
+        ("rotation_error_sym_median_deg", "median rotation error modulo the truth's symmetry", "°"),
         ("wall_time_s", "wall time", "s"),
         ("peak_memory_MB", "peak memory", "MB"),
     ]

@@ -188,6 +188,15 @@ def run_reconstruction(
     if truth.rotations is not None:
         res = report.pose_errors(rotations, truth.rotations)
         summary.update(res.summary())
+        # errors modulo a symmetry of the truth map (e.g. HSP90's C2), see report.py
+        summary.update(
+            report.symmetric_pose_errors(
+                rotations,
+                truth.rotations,
+                truth.volume,
+                vt.alignment if truth.volume is not None else None,
+            )
+        )
 
     io_bridge.write_map(out / "map.mrc", volume, apix)
     origins_A = -shifts_px * apix  # RELION origin undoes the content translation
@@ -222,7 +231,7 @@ def run_reconstruction(
             ),
             "resumed": bool(resume),
             **distributed.summary_fields(cfg),
-        "invert_contrast": base.invert,
+            "invert_contrast": base.invert,
         }
     )
     from cryospin.core.evaluation.outputs import write_summary_json

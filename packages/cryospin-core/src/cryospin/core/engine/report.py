@@ -73,3 +73,78 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
         freq, curve = fsc_curve(aligned, truth.volume, apix)
         out["resolution_vs_truth_A"] = resolution_at(freq, curve, 0.5)
     return out
+
+
+def symmetric_pose_errors(
+    estimated: np.ndarray,
+    true: np.ndarray,
+    truth_map: np.ndarray | None,
+    alignment: Any | None,
+    min_share: float = 0.1,
+    min_correlation: float = 0.9,
+) -> dict[str, Any]:
+    """Rotation errors modulo a symmetry of the truth, when the truth map has one.
+
+    A symmetric particle (HSP90 2CG9 is a C2 homodimer) has two or more poses that give the same
+    image, so an ab-initio run may assign either to each particle; the plain error after the best
+    global rotation then mixes ~0 and ~180 degree errors. Procedure:
+
+    1. put the estimates in the truth's frame with the map alignment ``alignment`` (from
+       :func:`~cryospin.core.evaluation.fsc_eval.fsc_vs_truth`; its rotation and hand), else with
+       the pose alignment of :func:`pose_errors`;
+    2. the residual rotations ``E_i = A_true,i^T A_est,i``: if at least ``min_share`` of them are
+       more than 90 degrees from the identity, the most populated such rotation (within 15 degrees)
+       is a candidate symmetry ``S``;
+    3. ``S`` is accepted only if the **truth map** is invariant under it (real-space correlation of
+       the truth and the truth rotated by ``S`` at least ``min_correlation``); each particle then
+       takes the nearer of ``E_i`` and ``E_i S^T``, and the global rotation is searched again
+       (:func:`pose_errors`).
+
+    Returns ``{"symmetry_deg": angle of S or None, "symmetry_correlation": ...,
+    "rotation_error_sym_median_deg": ..., "rotation_error_sym_mean_deg": ...}`` (the last two
+    equal the plain errors when no symmetry is accepted).
+    """
+    from cryospin.core.evaluation.map_ops import real_space_correlation, rotate_map
+    from cryospin.core.evaluation.pose_error import apply_pose_alignment, geodesic_deg
+
+    est = np.asarray(estimated, dtype=np.float64)
+    tru = np.asarray(true, dtype=np.float64)
+    if alignment is not None:
+        aligned = apply_pose_alignment(est, alignment.rotation, alignment.flipped)
+    else:
+        aligned = pose_errors(est, tru).aligned
+    resid = np.swapaxes(tru, -1, -2) @ aligned
+    far = np.flatnonzero(
+        np.degrees(np.arccos(np.clip((np.trace(resid, axis1=1, axis2=2) - 1) / 2, -1, 1))) > 90
+    )
+    out: dict[str, Any] = {"symmetry_deg": None, "symmetry_correlation": None}
+    fixed = aligned
+    if truth_map is not None and len(far) >= min_share * len(est):
+        rng = np.random.default_rng(0)
+        best, s_rot = -1, None
+        for k in rng.choice(far, size=min(len(far), 64), replace=False):
+            count = int(
+                (geodesic_deg(resid[far], np.broadcast_to(resid[k], resid[far].shape)) < 15).sum()
+            )
+            if count > best:
+                best, s_rot = count, resid[k]
+        u, _, vt = np.linalg.svd(
+            resid[far][geodesic_deg(resid[far], np.broadcast_to(s_rot, resid[far].shape)) < 15].sum(
+                0
+            )
+        )
+        s_rot = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+        corr = real_space_correlation(truth_map, rotate_map(truth_map, s_rot))
+        out["symmetry_correlation"] = float(corr)
+        if corr >= min_correlation:
+            out["symmetry_deg"] = float(
+                np.degrees(np.arccos(np.clip((np.trace(s_rot) - 1) / 2, -1, 1)))
+            )
+            other = aligned @ s_rot.T
+            d0 = geodesic_deg(tru, aligned)
+            d1 = geodesic_deg(tru, other)
+            fixed = np.where((d1 < d0)[:, None, None], other, aligned)
+    res = pose_errors(fixed, tru)
+    out["rotation_error_sym_median_deg"] = res.median_deg
+    out["rotation_error_sym_mean_deg"] = res.mean_deg
+    return out
