@@ -50,29 +50,69 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
     Rotation errors after the best global rotation and hand
     (:func:`~cryospin.core.evaluation.pose_error.rotation_error`). The resolution vs truth (FSC 0.5)
     puts the map into the truth's frame with that same pose alignment when true poses are known
-    (cheap: one resampling, no search), else with a full
+    (cheap: one resampling, no search) - after resolving a symmetry of the truth
+    (:func:`symmetric_pose_errors`) when the truth map has one - else with a full
     :func:`~cryospin.core.evaluation.align_maps.align_maps` search (only when ``with_map``).
     """
     out: dict[str, Any] = {}
     truth = trainer.truth
-    res = None
+    align = None
     if truth.rotations is not None:
-        res = pose_errors(trainer.rot[idx].numpy().astype(np.float64), truth.rotations[idx])
+        est = trainer.rot[idx].numpy().astype(np.float64)
+        res = pose_errors(est, truth.rotations[idx])
         out["rotation_error_median_deg"] = res.median_deg
         out["rotation_error_mean_deg"] = res.mean_deg
-    if truth.volume is not None and (with_map or res is not None):
+        align = (res.rotation, res.flipped)
+        if truth.volume is not None:
+            sym = symmetric_pose_errors(est, truth.rotations[idx], truth.volume, None)
+            a = sym.pop("sym_alignment")
+            out.update(sym)
+            align = (np.asarray(a["rotation"]), a["flipped"])
+    if truth.volume is not None and (with_map or align is not None):
         with torch.no_grad():
             vol = trainer.decoder.to_map().detach().float().cpu().numpy()
         apix = trainer.data.pixel_size_A
-        if res is not None:
-            from cryospin.core.evaluation.align_maps import rotate_map
+        if align is not None:
+            from cryospin.core.evaluation.map_ops import rotate_map
 
-            aligned = rotate_map(vol, res.rotation, flip=res.flipped)
+            aligned = rotate_map(vol, align[0], flip=align[1])
         else:
             aligned, _ = align_to_truth(vol, truth.volume, apix)
         freq, curve = fsc_curve(aligned, truth.volume, apix)
         out["resolution_vs_truth_A"] = resolution_at(freq, curve, 0.5)
     return out
+
+
+def _cluster_center(rots: np.ndarray, tol_deg: float = 15.0) -> tuple[np.ndarray, int]:
+    """Most populated rotation among ``rots`` (within ``tol_deg``), refined by SVD; its count."""
+    from cryospin.core.evaluation.pose_error import geodesic_deg
+
+    rng = np.random.default_rng(0)
+    best, center = -1, rots[0]
+    for k in rng.choice(len(rots), size=min(len(rots), 64), replace=False):
+        count = int((geodesic_deg(rots, np.broadcast_to(rots[k], rots.shape)) < tol_deg).sum())
+        if count > best:
+            best, center = count, rots[k]
+    near = geodesic_deg(rots, np.broadcast_to(center, rots.shape)) < tol_deg
+    u, _, vt = np.linalg.svd(rots[near].sum(0))
+    return u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt, best
+
+
+def _largest_cluster_alignment(est: np.ndarray, tru: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Global alignment ``(R, flipped)`` from the largest cluster of ``A_true^T H(A_est)``.
+
+    Unlike a median-error search it is not pulled between the branches of a symmetric particle.
+    """
+    from cryospin.core.evaluation.pose_error import FLIP
+
+    best: tuple[int, np.ndarray, bool] | None = None
+    for flipped in (False, True):
+        h = FLIP @ est @ FLIP if flipped else est
+        center, count = _cluster_center(np.swapaxes(tru, -1, -2) @ h)
+        if best is None or count > best[0]:
+            best = (count, center, flipped)
+    assert best is not None
+    return best[1], best[2]
 
 
 def symmetric_pose_errors(
@@ -91,7 +131,8 @@ def symmetric_pose_errors(
 
     1. put the estimates in the truth's frame with the map alignment ``alignment`` (from
        :func:`~cryospin.core.evaluation.fsc_eval.fsc_vs_truth`; its rotation and hand), else with
-       the pose alignment of :func:`pose_errors`;
+       the largest cluster of the residual rotations ``A_true^T H(A_est)`` over both hands (a
+       median-error search is pulled between the branches of a symmetric particle);
     2. the residual rotations ``E_i = A_true,i^T A_est,i``: if at least ``min_share`` of them are
        more than 90 degrees from the identity, the most populated such rotation (within 15 degrees)
        is a candidate symmetry ``S``;
@@ -110,9 +151,10 @@ def symmetric_pose_errors(
     est = np.asarray(estimated, dtype=np.float64)
     tru = np.asarray(true, dtype=np.float64)
     if alignment is not None:
-        aligned = apply_pose_alignment(est, alignment.rotation, alignment.flipped)
+        r1, f1 = np.asarray(alignment.rotation, dtype=np.float64), bool(alignment.flipped)
     else:
-        aligned = pose_errors(est, tru).aligned
+        r1, f1 = _largest_cluster_alignment(est, tru)
+    aligned = apply_pose_alignment(est, r1, f1)
     resid = np.swapaxes(tru, -1, -2) @ aligned
     far = np.flatnonzero(
         np.degrees(np.arccos(np.clip((np.trace(resid, axis1=1, axis2=2) - 1) / 2, -1, 1))) > 90
@@ -147,4 +189,8 @@ def symmetric_pose_errors(
     res = pose_errors(fixed, tru)
     out["rotation_error_sym_median_deg"] = res.median_deg
     out["rotation_error_sym_mean_deg"] = res.mean_deg
+    # compose the two alignments: H2(H1(A) R1^T) R2^T = H(A) R^T (module pose_error conventions)
+    flip = np.diag([1.0, 1.0, -1.0])
+    total = res.rotation @ (flip @ r1 @ flip if res.flipped else r1)
+    out["sym_alignment"] = {"rotation": total.tolist(), "flipped": bool(f1 != res.flipped)}
     return out
