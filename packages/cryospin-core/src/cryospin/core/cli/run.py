@@ -8,11 +8,10 @@ SIGINT/SIGTERM checkpoint and stop; run again with --resume.
 
 \b
 Example:
-    cryospin run --particles particles.star --encoder multihead --decoder hartley --out run1/
-    cryospin run --particles particles.star --encoder multihead --decoder hartley \\
-        --out run1/ --box 64 --epochs 20 --shifts --half-sets --gt-map truth.mrc
-    cryospin run --launcher torchrun --gpus 4 --device cuda --particles particles.star \\
-        --out run1/      # = torchrun --nproc-per-node 4 -m cryospin.core run ...
+    cryospin run --particles p.star --encoder multihead --decoder hartley --out run1/
+    cryospin run --particles p.star --encoder multihead --decoder hartley --out run1/ --box 64
+    cryospin run --particles p.star --out run1/ --shifts --half-sets --gt-map truth.mrc
+    cryospin run --launcher torchrun --gpus 4 --device cuda --particles p.star --out run1/
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
     return validate_config(data)
 
 
-@click.command(help=__doc__)
+@click.command(help=__doc__.replace("\\b\n", "\b\n"))  # click's no-rewrap marker
 @click.option(
     "--particles", type=click.Path(dir_okay=False), help="particle file (.star, .cs, ...)"
 )
