@@ -170,16 +170,24 @@ def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:
             "shifts_px": r.shifts_px,
             "winners": r.winners,
         }
-        parts: list[Any] = [None] * world_size()
-        dist.all_gather_object(parts, part)
-        if not is_main():
+        parts: list[Any] | None = [None] * world_size() if is_main() else None
+        dist.gather_object(part, parts, dst=0)  # only rank 0 receives (O(N) there alone)
+        if parts is None:
             continue
         idx = np.concatenate([p["indices"] for p in parts])
-        cat = {
-            k: None if parts[0][k] is None else np.concatenate([p[k] for p in parts])
-            for k in ("rotations", "shifts_px", "winners")
-        }
-        merged.append(dataclasses.replace(r, indices=idx, **cat))
+
+        def cat(key: str, parts: list[Any] = parts) -> Any:
+            return None if parts[0][key] is None else np.concatenate([p[key] for p in parts])
+
+        merged.append(
+            dataclasses.replace(
+                r,
+                indices=idx,
+                rotations=cat("rotations"),
+                shifts_px=cat("shifts_px"),
+                winners=cat("winners"),
+            )
+        )
     return merged if is_main() else None
 
 
@@ -238,7 +246,16 @@ class DistributedTrainer(Trainer):
         self.save_seq = 0
         if self.rank != 0 and cfg.progress:
             cfg = cfg.model_copy(update={"progress": False})
-        super().__init__(cfg, shard, ckpt_dir, metrics_path, truth, tag=tag, console=console)
+        self.shard = shard  # also ``self.data`` (the trainer and stages see local indices)
+        super().__init__(
+            cfg,
+            shard,  # type: ignore[arg-type]
+            ckpt_dir,
+            metrics_path,
+            truth,
+            tag=tag,
+            console=console,
+        )
         # sample of particles for per-epoch metrics vs truth (all of them for small sets)
         if self.n_set > EVAL_SAMPLE:
             pick = np.random.default_rng(12345).choice(self.n_set, EVAL_SAMPLE, replace=False)
@@ -263,13 +280,22 @@ class DistributedTrainer(Trainer):
             ids = [self.device.index] if self.device.type == "cuda" else None
             # rank-local buffers (batch-norm statistics): no broadcast; a decoder uses all its
             # parameters in every forward, an encoder may not (e.g. an unused shift head)
-            kw = {"device_ids": ids, "broadcast_buffers": False}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # broadcast_buffers deprecation
-                ddp_dec = DDP(self.decoder, find_unused_parameters=False, **kw)
+                ddp_dec = DDP(
+                    self.decoder,
+                    device_ids=ids,
+                    broadcast_buffers=False,
+                    find_unused_parameters=False,
+                )
                 ddp_enc = None
                 if self.encoder is not None:
-                    ddp_enc = DDP(self.encoder, find_unused_parameters=True, **kw)
+                    ddp_enc = DDP(
+                        self.encoder,
+                        device_ids=ids,
+                        broadcast_buffers=False,
+                        find_unused_parameters=True,
+                    )
             ddp_dec.register_comm_hook(self.hook_state, weighted_allreduce_hook)
             self.ctx.extra["local_decoder"] = self.decoder
             self.ctx.decoder = ddp_dec
@@ -318,7 +344,7 @@ class DistributedTrainer(Trainer):
         self.save_seq += 1
         name = sharding.shard_name(self.rank, self.world, self.save_seq)
         sharding.write_shard(
-            self.ckpt_dir / name, self.data.owned_global, self.table.state_dict(), self._rows()
+            self.ckpt_dir / name, self.shard.owned_global, self.table.state_dict(), self._rows()
         )
         self._barrier()
         if self.rank == 0:
@@ -340,7 +366,7 @@ class DistributedTrainer(Trainer):
             "prev_winners": self.prev_winners.copy(),
             "shift": self.shift.clone(),
         }
-        rows = sharding.restore_rows(s, self.ckpt_dir, self.data.owned_global, template)
+        rows = sharding.restore_rows(s, self.ckpt_dir, self.shard.owned_global, template)
         if s.get("prev_rot") is None and not s.get("sharded"):
             rows["prev_rot"] = None
         super().load_state_dict({**s, **rows})
@@ -374,7 +400,7 @@ class DistributedTrainer(Trainer):
         from cryospin.core.engine import report
 
         loc = self.eval_local
-        part = (self.data.owned_global[loc], self.rot[loc].numpy())
+        part = (self.shard.owned_global[loc], self.rot[loc].numpy())
         parts: list[Any] = [part]
         if self.world > 1 and truth.rotations is not None:
             parts = [None] * self.world
@@ -449,7 +475,7 @@ class DistributedTrainer(Trainer):
 
         # the same draw as one process (over the whole set), then this rank's block
         gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-        rots = random_rotations(self.n_set, generator=gen)[self.data.start : self.data.stop]
+        rots = random_rotations(self.n_set, generator=gen)[self.shard.start : self.shard.stop]
         rows = torch.as_tensor(self.data.indices)
         self.table.set_base(rows, rots)
         self.rot[rows] = self.table.rotations(rows).detach()
@@ -524,7 +550,7 @@ class DistributedTrainer(Trainer):
                 self.ctx.mask = frequency_mask(
                     self.data.box, cfg.mask_radius_at(epoch), self.device
                 )
-                plan = self.data.plan(cfg.seed, epoch, self.global_batch)
+                plan = self.shard.plan(cfg.seed, epoch, self.global_batch)
                 stage = self.stages[self.stage_name]
                 bar.describe(self.stage_name, epoch)
                 for bi in range(self.step_in_epoch, len(plan)):
@@ -565,7 +591,7 @@ class DistributedTrainer(Trainer):
     def result(self) -> TrainResult:
         """Return this rank's particles (global indices), the shared map, global statistics."""
         r = super().result()
-        r.indices = self.data.owned_global.copy()
+        r.indices = self.shard.owned_global.copy()
         _RUN_INFO["global_batch"] = self.global_batch
         return r
 

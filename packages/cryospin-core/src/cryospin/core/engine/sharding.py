@@ -120,7 +120,7 @@ class ShardData:
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def table_rows(table_state: dict[str, Any], sel: np.ndarray | slice) -> dict[str, Any]:
+def table_rows(table_state: dict[str, Any], sel: Any) -> dict[str, Any]:
     """Rows ``sel`` of a :meth:`PoseTable.state_dict` (hyper-parameters kept)."""
 
     def opt(o: dict[str, Any]) -> dict[str, Any]:
