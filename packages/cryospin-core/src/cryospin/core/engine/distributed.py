@@ -59,6 +59,7 @@ from cryospin.core.engine.forward import frequency_mask
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.stages import DirectStage
 from cryospin.core.engine.trainer import Trainer, TrainResult, Truth
+from cryospin.core.errors import ConfigError
 
 #: particles (at most) whose poses are gathered on rank 0 for the per-epoch metrics vs truth
 EVAL_SAMPLE = 4096
@@ -106,7 +107,13 @@ def init_from_env(cfg: Any) -> int:
     if not dist.is_initialized():
         cuda = _wants_cuda(cfg.device)
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            if local >= torch.cuda.device_count():
+                raise ConfigError(
+                    f"process {local} of this node has no GPU ({torch.cuda.device_count()} "
+                    "visible): start at most one process per GPU (--gpus / --nproc-per-node)"
+                )
+            torch.cuda.set_device(local)
         timeout = datetime.timedelta(seconds=int(os.environ.get("CRYOSPIN_DIST_TIMEOUT", "1800")))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
         atexit.register(_destroy)
