@@ -72,7 +72,13 @@ def _simulate(ctx: click.Context, data: Path, box: int, n: int, seed: int, worke
 @click.option("--n", "n", type=int, default=2000, show_default=True, help="number of particles")
 @click.option("--epochs", type=int, default=None, help="override the demo's epochs")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of simulation and run")
-@click.option("--workers", type=int, default=2, show_default=True, help="simulation processes")
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="simulation processes (>1 can hang: fork after torch threads start)",
+)
 @click.option("--resume", is_flag=True, help="reuse DIR/data and continue DIR/run")
 @click.pass_context
 def demo(
