@@ -122,3 +122,10 @@ def test_writers_describe_the_files_after_preprocessing(trpv1, tmp_path):
     write_star(tmp_path / "p.star", small)
     back = open_particles(tmp_path / "p.star", stack=trpv1.images.files[0])
     assert back.pixel_size_A == pytest.approx(4.88) and back.box == 48
+
+
+def test_engine_asks_the_registered_source_for_the_contrast_default(trpv1):
+    """The engine's default goes through the registry to cryospin-io's rule (no copy in core)."""
+    from cryospin.core.engine.data import default_invert as engine_default
+
+    assert engine_default(trpv1) is default_invert(trpv1) is True

@@ -45,6 +45,12 @@ class _MapsAndPkl:
 
         write_poses_pkl(path, rotations, shifts_A, box, pixel_size_A)
 
+    def default_invert(self, stack: ParticleStack) -> bool:
+        """Contrast-inversion default: :func:`cryospin.io.preprocess.default_invert`."""
+        from cryospin.io.preprocess import default_invert
+
+        return default_invert(stack)
+
 
 class RelionStarSource(_MapsAndPkl, ImageSource):
     """RELION STAR particle files (3.0 to 5); see :mod:`cryospin.io.star`."""

@@ -67,10 +67,9 @@ def default_invert(stack: ParticleStack) -> bool:
     """Whether to invert the contrast of ``stack`` by default (CONVENTIONS item 13).
 
     The forward model ``CTF * projection`` (:mod:`cryospin.core.ctf`, ``CTF(0) = -w``) predicts
-    protein-dark images. The registered image source that reads the stack decides through its
-    optional ``default_invert(stack)``; without one, the rule of cryospin-io applies: RELION
-    ``.star`` stacks are protein-bright (invert), cryoSPARC ``.cs`` stacks invert when
-    ``blob/sign`` is +1, anything else is taken as protein-dark (no inversion).
+    protein-dark images. The registered image source that reads the stack's suffix decides through
+    its ``default_invert(stack)`` (cryospin-io: RELION ``.star`` invert, cryoSPARC ``.cs`` from
+    ``blob/sign``, bare MRC no); a source without one means no inversion.
     """
     from cryospin.core.registry import get_registry
 
@@ -81,11 +80,7 @@ def default_invert(stack: ParticleStack) -> bool:
         fn = getattr(src, "default_invert", None)
         if callable(fn) and any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
             return bool(fn(stack))
-    extra = stack.extra or {}
-    fmt = extra.get("format", "")
-    if fmt == "cryosparc-cs" and extra.get("blob_sign") is not None:
-        return float(extra["blob_sign"]) > 0
-    return fmt == "relion-star" or (not fmt and name.endswith(".star"))
+    return False
 
 
 def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
