@@ -92,11 +92,20 @@ def render_clean(
     return img[np.ix_(idx, idx)]
 
 
+def _init_worker(state: dict[str, Any]) -> None:
+    """Pool initializer: install the render state in a spawned worker, one torch thread each."""
+    import torch
+
+    torch.set_num_threads(1)
+    _STATE.update(state)
+
+
 def _render_block(
     block: int,
 ) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     st = _STATE
-    lo, hi = block * BLOCK, min((block + 1) * BLOCK, st["n"])
+    size = st["block"]
+    lo, hi = block * size, min((block + 1) * size, st["n"])
     rng = np.random.default_rng([st["seed"], 7, block])
     box = st["projector"].box
     images = np.empty((hi - lo, box, box), dtype=np.float32)
@@ -155,6 +164,7 @@ def _render_stacks(
         content_shift=-origins,
         ctf=ctf,
         n=n,
+        block=BLOCK,
         snr=float(config.snr),
         seed=int(config.seed),
         keep_clean=bool(config.write_clean),
@@ -171,8 +181,9 @@ def _render_stacks(
     workers = min(config.workers, n_blocks, os.cpu_count() or 1)
     with StackWriter(out / "particles.mrcs", n, config.box, apix) as writer:
         if workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(workers) as pool:
+            # spawn, not fork: a fork after torch started its thread pool can deadlock the child
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(dict(_STATE),)) as pool:
                 results = pool.imap(_render_block, range(n_blocks))
                 for block, images, clean, sv, nv in results:
                     _store(
