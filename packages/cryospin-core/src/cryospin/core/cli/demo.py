@@ -68,7 +68,7 @@ def _simulate(ctx: click.Context, data: Path, box: int, n: int, seed: int, worke
     cmd.main(args=args, prog_name="cryospin simulate", standalone_mode=False)
 
 
-@click.command(help=__doc__.replace("\\b\n", "\b\n"))  # click's no-rewrap marker
+@click.command(help=__doc__)
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
 @click.option("--box", type=int, default=32, show_default=True, help="image side in pixels")
 @click.option("--n", "n", type=int, default=5000, show_default=True, help="number of particles")

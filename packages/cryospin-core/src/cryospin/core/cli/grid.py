@@ -85,7 +85,12 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
              no_report: bool,
              partition: str | None, time_limit: str, gpus: int, cpus: int, mem_gb: float | None,
              slurm_params: tuple[str, ...], no_wait: bool, submitit_cluster: str) -> None:
-    """Expand and validate the grid, then run every point that is not finished."""
+    r"""Expand and validate the grid, then run every point that is not finished.
+
+    \b
+    Example:
+        cryospin grid run paper-table2 --out table2/ --jobs 2 --dry-run
+    """
     from cryospin.core.grid import launch, runs
     from cryospin.core.grid.spec import load_grid, parse_set
 
@@ -196,13 +201,23 @@ def _report(out: Path, target: float | None, plots: bool, console: Console) -> N
                    "best resolution over the runs)")
 @click.option("--no-plots", is_flag=True, help="tables only")
 def report_cmd(out: str, target_resolution: float | None, no_plots: bool) -> None:
-    """Collect the runs of DIR into DIR/report.csv, DIR/report.md and plots (seeds aggregated)."""
+    r"""Collect the runs of DIR into DIR/report.csv, DIR/report.md and plots (seeds aggregated).
+
+    \b
+    Example:
+        cryospin grid report table2/ --target-resolution 10
+    """
     _report(Path(out), target_resolution, not no_plots, _console())
 
 
 @grid.command("list")
 def list_cmd() -> None:
-    """List the shipped grids (usable by name)."""
+    r"""List the shipped grids (usable by name).
+
+    \b
+    Example:
+        cryospin grid list
+    """
     from rich.table import Table
 
     from cryospin.core.grid.spec import load_grid, shipped_grids

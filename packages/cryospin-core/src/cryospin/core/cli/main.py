@@ -11,13 +11,14 @@ import sys
 import click
 
 from cryospin.core import __version__
+from cryospin.core.cli import command_help
 from cryospin.core.errors import CryospinError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cryospin")
 def cli() -> None:
-    """cryospin: ab-initio cryo-EM reconstruction with semi-amortized pose inference.
+    r"""cryospin: ab-initio cryo-EM reconstruction with semi-amortized pose inference.
 
     \b
     Example:
@@ -26,13 +27,22 @@ def cli() -> None:
     """
 
 
+
 def build_cli() -> click.Group:
     """Return the ``cryospin`` group with every plugin's commands added."""
     from cryospin.core.registry import get_registry
 
     registry = get_registry()
     registry.manager.hook.register_commands(cli=cli)
+    _normalise_help(cli)
     return cli
+
+
+def _normalise_help(command: click.Command) -> None:
+    """Apply :func:`command_help` to ``command`` and, for a group, to every subcommand."""
+    command.help = command_help(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _normalise_help(sub)
 
 
 def main(argv: list[str] | None = None) -> None:

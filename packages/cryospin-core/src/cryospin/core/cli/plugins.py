@@ -1,4 +1,4 @@
-"""List every registered component by kind, with its providing distribution and version.
+r"""List every registered component by kind, with its providing distribution and version.
 
 \b
 Example:

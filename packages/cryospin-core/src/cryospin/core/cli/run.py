@@ -40,7 +40,7 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
     return validate_config(data)
 
 
-@click.command(help=__doc__.replace("\\b\n", "\b\n"))  # click's no-rewrap marker
+@click.command(help=__doc__)
 @click.option(
     "--particles", type=click.Path(dir_okay=False), help="particle file (.star, .cs, ...)"
 )
