@@ -42,7 +42,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +54,6 @@ import torch.distributed as dist
 
 from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine import sharding
-from cryospin.core.engine.forward import frequency_mask
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.stages import DirectStage
 from cryospin.core.engine.trainer import Trainer, TrainResult, Truth
@@ -523,77 +521,18 @@ class DistributedTrainer(Trainer):
             return 0.0, 0
         self.hook_state.weight = n_r / n_global
         res = stage.train_step(self.ctx, self.data.batch(lidx, self.device))
-        self.rot[lidx] = res.rotations.to(self.rot.dtype)
-        if res.winners is not None:
-            self.winners[lidx] = res.winners
-        if res.shifts_px is not None:
-            self.shift[lidx] = res.shifts_px.to(self.shift.dtype)
+        self._store_result(lidx, res)
         return res.loss * n_r, n_r
 
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train (or continue) to ``cfg.epochs`` on every rank; collective (see module doc).
+    def _plan(self, epoch: int) -> list[tuple[Any, ...]]:
+        """Return this rank's share of each global batch: ``(local indices, global batch)``."""
+        return self.shard.plan(self.cfg.seed, epoch, self.global_batch)
 
-        Raises:
-            StopRequested: a signal on any rank or ``max_steps`` stopped the run after a
-                checkpoint of every rank.
-        """
-        cfg = self.cfg
-        if resume and self.ckpt_path.exists():
-            self.load_state_dict(ckpt.load(self.ckpt_path))
-            self._trim_metrics()
-        elif self.metrics_path.exists():
-            self._trim_metrics()
-        self._barrier()
-        from cryospin.core.engine.progress import RunProgress
+    def _images_per_step(self) -> int:
+        return self.global_batch
 
-        n = self.n_set
-        with ckpt.SignalGuard() as guard, RunProgress(cfg, n, self.tag, self.console) as bar:
-            bar.start(self.epoch, self.step_in_epoch * self.global_batch)
-            while self.epoch < cfg.epochs and not self.done:
-                epoch = self.epoch
-                if self.stage_name == "direct" and not self.table_ready:
-                    bar.describe("switch pass", epoch)
-                    self._switch_pass()
-                self.ctx.mask = frequency_mask(
-                    self.data.box, cfg.mask_radius_at(epoch), self.device
-                )
-                plan = self.shard.plan(cfg.seed, epoch, self.global_batch)
-                stage = self.stages[self.stage_name]
-                bar.describe(self.stage_name, epoch)
-                for bi in range(self.step_in_epoch, len(plan)):
-                    t0 = time.perf_counter()
-                    loss_sum, n_r = self._step(stage, *plan[bi])
-                    red = self._reduce([loss_sum, n_r, 1.0 if guard.requested else 0.0])
-                    dt = time.perf_counter() - t0
-                    n_step = int(red[1])
-                    self.acc["loss"] += float(red[0])
-                    self.acc["n"] += n_step
-                    self.acc["time"] += dt
-                    st = self.stage_stats.setdefault(self.stage_name, {"images": 0, "time_s": 0.0})
-                    st["images"] += n_step
-                    st["time_s"] += dt
-                    self.global_step += 1
-                    self.step_in_epoch = bi + 1
-                    ips = self.acc["n"] / max(self.acc["time"], 1e-9)
-                    bar.advance(n_step, float(red[0]) / max(n_step, 1), ips)
-                    if red[2] > 0:
-                        self.save()
-                        raise ckpt.StopRequested(guard.requested or "SIGTERM")
-                    if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
-                        self.save()
-                        raise ckpt.StopRequested("max_steps")
-                rec = self._end_epoch(epoch, len(plan))
-                bar.epoch_done(rec)
-                self.epoch += 1
-                self.step_in_epoch = 0
-                if self.stage_name == "direct" and not self.table_ready:
-                    bar.describe("switch pass", self.epoch)
-                    self._switch_pass()
-                self.done = self.epoch >= cfg.epochs
-                self.save()
-                if self._reduce([1.0 if guard.requested else 0.0])[0] > 0:
-                    raise ckpt.StopRequested(guard.requested or "SIGTERM")
-        return self.result()
+    def _n_images(self) -> int:
+        return self.n_set
 
     def result(self) -> TrainResult:
         """Return this rank's particles (global indices), the shared map, global statistics."""

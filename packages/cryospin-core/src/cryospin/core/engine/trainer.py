@@ -314,11 +314,85 @@ class Trainer:
         self._write_metrics(rec)
         return rec
 
+    # -- hooks of the training loop (overridden by the distributed trainer) --------------
+    def _plan(self, epoch: int) -> list[tuple[Any, ...]]:
+        """Return the batches of ``epoch`` in order; each item holds the arguments of ``_step``."""
+        return [(b,) for b in self.data.batches(self.cfg.seed, epoch, self.cfg.batch_size)]
+
+    def _images_per_step(self) -> int:
+        """Particles in one step (the global batch)."""
+        return self.cfg.batch_size
+
+    def _n_images(self) -> int:
+        """Particles in one epoch (all processes)."""
+        return len(self.data)
+
+    def _reduce(self, values: list[float]) -> np.ndarray:
+        """Sum ``values`` over processes; one process: the values themselves (float64)."""
+        return np.asarray(values, dtype=np.float64)
+
+    def _barrier(self) -> None:
+        """Wait for every process; one process: nothing to wait for."""
+
+    def _store_result(self, idx: Any, res: Any) -> None:
+        """Keep a step's poses, winning heads and shifts for the particles ``idx``."""
+        self.rot[idx] = res.rotations.to(self.rot.dtype)
+        if res.winners is not None:
+            self.winners[idx] = res.winners
+        if res.shifts_px is not None:
+            self.shift[idx] = res.shifts_px.to(self.shift.dtype)
+
+    def _step(self, stage: Any, gidx: np.ndarray) -> tuple[float, int]:
+        """One training step on the particles ``gidx``: ``(summed loss, number of particles)``."""
+        res = stage.train_step(self.ctx, self.data.batch(gidx, self.device))
+        self._store_result(gidx, res)
+        return res.loss * len(gidx), len(gidx)
+
+    def _count_step(self, loss_sum: float, n_step: int, dt: float, bi: int) -> None:
+        self.acc["loss"] += loss_sum
+        self.acc["n"] += n_step
+        self.acc["time"] += dt
+        st = self.stage_stats.setdefault(self.stage_name, {"images": 0, "time_s": 0.0})
+        st["images"] += n_step
+        st["time_s"] += dt
+        self.global_step += 1
+        self.step_in_epoch = bi + 1
+
+    def _stop_if_requested(self, requested: float, guard: Any) -> None:
+        if requested > 0:
+            self.save()
+            raise ckpt.StopRequested(guard.requested or "SIGTERM")
+
+    def _run_epoch(self, epoch: int, guard: Any, bar: Any) -> int:
+        """Train the steps of ``epoch`` not yet done; returns the number of steps in the epoch."""
+        cfg = self.cfg
+        self.ctx.mask = frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device)
+        plan = self._plan(epoch)
+        stage = self.stages[self.stage_name]
+        bar.describe(self.stage_name, epoch)
+        for bi in range(self.step_in_epoch, len(plan)):
+            t0 = time.perf_counter()
+            loss_sum, n_mine = self._step(stage, *plan[bi])
+            red = self._reduce([loss_sum, n_mine, 1.0 if guard.requested else 0.0])
+            n_step = int(red[1])
+            self._count_step(float(red[0]), n_step, time.perf_counter() - t0, bi)
+            ips = self.acc["n"] / max(self.acc["time"], 1e-9)
+            bar.advance(n_step, float(red[0]) / max(n_step, 1), ips)
+            self._stop_if_requested(red[2], guard)
+            if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                self.save()
+                raise ckpt.StopRequested("max_steps")
+        return len(plan)
+
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (or continue training) to ``cfg.epochs``; returns the final map and poses.
 
+        Collective when distributed: every process runs the same loop (see
+        :mod:`cryospin.core.engine.distributed`).
+
         Raises:
-            StopRequested: a signal or ``max_steps`` stopped the run after a checkpoint.
+            StopRequested: a signal (on any process) or ``max_steps`` stopped the run after a
+                checkpoint.
         """
         cfg = self.cfg
         if resume and self.ckpt_path.exists():
@@ -326,49 +400,21 @@ class Trainer:
             self._trim_metrics()
         elif self.metrics_path.exists():
             self._trim_metrics()
-        n = len(self.data)
+        self._barrier()
         from cryospin.core.engine.progress import RunProgress
 
-        with ckpt.SignalGuard() as guard, RunProgress(cfg, n, self.tag, self.console) as bar:
-            bar.start(self.epoch, self.step_in_epoch * cfg.batch_size)
+        with (
+            ckpt.SignalGuard() as guard,
+            RunProgress(cfg, self._n_images(), self.tag, self.console) as bar,
+        ):
+            bar.start(self.epoch, self.step_in_epoch * self._images_per_step())
             while self.epoch < cfg.epochs and not self.done:
                 epoch = self.epoch
                 if self.stage_name == "direct" and not self.table_ready:
                     bar.describe("switch pass", epoch)
                     self._switch_pass()
-                self.ctx.mask = frequency_mask(
-                    self.data.box, cfg.mask_radius_at(epoch), self.device
-                )
-                batches = self.data.batches(cfg.seed, epoch, cfg.batch_size)
-                stage = self.stages[self.stage_name]
-                bar.describe(self.stage_name, epoch)
-                for bi in range(self.step_in_epoch, len(batches)):
-                    t0 = time.perf_counter()
-                    gidx = batches[bi]
-                    batch = self.data.batch(gidx, self.device)
-                    res = stage.train_step(self.ctx, batch)
-                    dt = time.perf_counter() - t0
-                    self.rot[gidx] = res.rotations.to(self.rot.dtype)
-                    if res.winners is not None:
-                        self.winners[gidx] = res.winners
-                    if res.shifts_px is not None:
-                        self.shift[gidx] = res.shifts_px.to(self.shift.dtype)
-                    self.acc["loss"] += res.loss * len(gidx)
-                    self.acc["n"] += len(gidx)
-                    self.acc["time"] += dt
-                    st = self.stage_stats.setdefault(self.stage_name, {"images": 0, "time_s": 0.0})
-                    st["images"] += len(gidx)
-                    st["time_s"] += dt
-                    self.global_step += 1
-                    self.step_in_epoch = bi + 1
-                    bar.advance(len(gidx), res.loss, self.acc["n"] / max(self.acc["time"], 1e-9))
-                    if guard.requested:
-                        self.save()
-                        raise ckpt.StopRequested(guard.requested)
-                    if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
-                        self.save()
-                        raise ckpt.StopRequested("max_steps")
-                rec = self._end_epoch(epoch, len(batches))
+                n_steps = self._run_epoch(epoch, guard, bar)
+                rec = self._end_epoch(epoch, n_steps)
                 bar.epoch_done(rec)
                 self.epoch += 1
                 self.step_in_epoch = 0
@@ -377,8 +423,9 @@ class Trainer:
                     self._switch_pass()
                 self.done = self.epoch >= cfg.epochs
                 self.save()
-                if guard.requested:
-                    raise ckpt.StopRequested(guard.requested)
+                self._stop_if_requested(
+                    self._reduce([1.0 if guard.requested else 0.0])[0], guard
+                )
         return self.result()
 
     def result(self) -> TrainResult:
