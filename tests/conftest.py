@@ -19,6 +19,7 @@ def shared_data() -> Path:
     path = Path(os.environ.get("CRYOSPIN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     if not (path / "MANIFEST.md").is_file():
         raise FileNotFoundError(
-            f"real test data not found at {path}; set CRYOSPIN_SHARED_DATA to the shared/data folder"
+            f"real test data not found at {path}; "
+            "set CRYOSPIN_SHARED_DATA to the shared/data folder"
         )
     return path

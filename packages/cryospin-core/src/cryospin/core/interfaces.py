@@ -11,8 +11,8 @@ Conventions shared by every implementation (see also README "Conventions"):
   centred projection (see :func:`cryospin.core.slicing.phase_shift`).
 * Volumes are ``(D, D, D)`` indexed ``[z, y, x]`` (MRC order).
 
-Source: paper Sec. 4 (encoder/decoder split, Supp. B for the baselines); cryoJAX's abstract-interface
-and concrete-leaf design.
+Source: paper Sec. 4 (encoder/decoder split, Supp. B for the baselines); cryoJAX's
+abstract-interface and concrete-leaf design.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Encoder(torch.nn.Module, ABC):
 
 
 class Decoder(torch.nn.Module, ABC):
-    """The volume model: rotations ``(..., 3, 3)`` -> centred Fourier central slices ``(..., L, L)``.
+    """The volume model: rotations ``(..., 3, 3)`` -> centred Fourier slices ``(..., L, L)``.
 
     Subclasses set ``Config`` and take ``(config, box, pixel_size_A)``.
     """
@@ -93,7 +93,7 @@ class Decoder(torch.nn.Module, ABC):
 
     @abstractmethod
     def to_map(self) -> torch.Tensor:
-        """The full real-space map ``(L, L, L)`` indexed ``[z, y, x]``, float, for writing."""
+        """Return the full real-space map ``(L, L, L)`` indexed ``[z, y, x]``, float."""
 
 
 class PoseStage(ABC):

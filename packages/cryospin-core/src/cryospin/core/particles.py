@@ -23,7 +23,9 @@ class ImageReader(Protocol):
 
     def __len__(self) -> int: ...
 
-    def read(self, indices: np.ndarray) -> np.ndarray: ...
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Return float32 images ``(n, L, L)`` for the particle ``indices`` ``(n,)``."""
+        ...
 
 
 @dataclass
@@ -45,7 +47,7 @@ class CTFParams:
     bfactor_A2: np.ndarray | None = None
 
     def subset(self, indices: np.ndarray) -> CTFParams:
-        """The parameters of the particles at ``indices``."""
+        """Return the parameters of the particles at ``indices``."""
         return CTFParams(
             **{
                 k: (None if v is None else np.asarray(v)[indices])
@@ -67,7 +69,8 @@ class ParticleStack:
             file does not state it).
         ctf: per-particle :class:`CTFParams`.
         rotations: ``(N, 3, 3)`` float64 RELION A matrices, or ``None`` when no poses are known.
-        shifts_A: ``(N, 2)`` RELION origins ``(rlnOriginXAngst, rlnOriginYAngst)`` in Å, or ``None``.
+        shifts_A: ``(N, 2)`` RELION origins ``(rlnOriginXAngst, rlnOriginYAngst)`` in Å, or
+            ``None``.
         optics_group: ``(N,)`` int optics-group numbers (1 when the file has none).
         half_set: ``(N,)`` int half-set labels 1/2 (rlnRandomSubset), or ``None``.
         metadata: the original per-particle rows (a pandas DataFrame), kept for writing back.

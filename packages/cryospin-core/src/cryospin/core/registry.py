@@ -74,7 +74,7 @@ class Registry:
         return sorted(self.components.get(kind, {}))
 
     def add(self, component: Component) -> None:
-        """Add ``component``; raises :class:`PluginError` if its name is already taken in its kind."""
+        """Add ``component``; raises :class:`PluginError` if its kind already has its name."""
         table = self.components.setdefault(component.kind, {})
         if component.name in table:
             other = table[component.name]
@@ -122,7 +122,9 @@ def load_plugin_manager() -> pluggy.PluginManager:
         try:
             module = ep.load()
         except Exception as exc:  # noqa: BLE001 - re-raised with the plugin's name
-            raise PluginError(f"plugin {dist}:{ep.name} ({ep.value}) failed to load: {exc}") from exc
+            raise PluginError(
+                f"plugin {dist}:{ep.name} ({ep.value}) failed to load: {exc}"
+            ) from exc
         name = f"{dist}:{ep.name}"
         unmarked = _unmarked_hooks(module)
         if unmarked:
