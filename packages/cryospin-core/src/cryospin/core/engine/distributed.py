@@ -457,20 +457,7 @@ class DistributedTrainer(Trainer):
             if red[3] > 0:
                 head_change = float(red[2] / red[3])
                 rec["head_change"] = head_change
-        if self.prev_loss:
-            rec["loss_change"] = abs(loss - self.prev_loss) / abs(self.prev_loss)
-        rec.update(self._truth_metrics(with_map=(epoch + 1) % cfg.eval_every == 0))
-        switch = self._decide_switch(epoch, loss, head_change)
-        self.prev_loss = loss
-        self.prev_rot = self.rot.clone()
-        self.prev_winners = self.winners.copy()
-        self.acc = {"loss": 0.0, "n": 0, "time": 0.0}
-        if switch:
-            rec["switch"] = True
-            self.switch_epoch = epoch + 1
-            self.stage_name = "direct"
-        self._write_metrics(rec)
-        return rec
+        return self._close_epoch(rec, epoch, loss, head_change)
 
     # -- stage switch --------------------------------------------------------------------
     def _switch_pass(self, progress: Callable[[int], None] | None = None) -> None:

@@ -297,11 +297,22 @@ class Trainer:
             if seen.any():
                 head_change = float((pw[seen] != w[seen]).mean())
                 rec["head_change"] = head_change
+        return self._close_epoch(rec, epoch, loss, head_change)
+
+    def _truth_metrics(self, with_map: bool) -> dict[str, Any]:
+        """Per-epoch metrics vs the truth (pose error, FSC), empty without an evaluator."""
+        ev = _evaluator()
+        if ev is None:
+            return {}
+        return ev.epoch_metrics(self, self.data.indices, with_map=with_map)
+
+    def _close_epoch(
+        self, rec: dict[str, Any], epoch: int, loss: float, head_change: float | None
+    ) -> dict[str, Any]:
+        """Finish an epoch's record: loss change, truth metrics, the stage switch; write it."""
         if self.prev_loss:
             rec["loss_change"] = abs(loss - self.prev_loss) / abs(self.prev_loss)
-        ev = _evaluator()
-        if ev is not None:
-            rec.update(ev.epoch_metrics(self, idx, with_map=(epoch + 1) % cfg.eval_every == 0))
+        rec.update(self._truth_metrics(with_map=(epoch + 1) % self.cfg.eval_every == 0))
         switch = self._decide_switch(epoch, loss, head_change)
         self.prev_loss = loss
         self.prev_rot = self.rot.clone()
