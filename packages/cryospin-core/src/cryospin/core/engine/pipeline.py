@@ -21,6 +21,7 @@ from cryospin.core.engine.config import RunConfig, save_yaml
 from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
 from cryospin.core.engine.trainer import TrainResult, Truth
 from cryospin.core.errors import InputError
+from cryospin.core.evaluation.pose_error import rotation_error
 
 
 def setup_torch(cfg: RunConfig) -> None:
@@ -186,7 +187,7 @@ def run_reconstruction(
         summary.update(vt.summary())
         summary["resolution_vs_truth_A"] = vt.resolution_A
     if truth.rotations is not None:
-        res = report.pose_errors(rotations, truth.rotations)
+        res = rotation_error(rotations, truth.rotations)
         summary.update(res.summary())
         # errors modulo a symmetry of the truth map (e.g. HSP90's C2), see report.py
         summary.update(

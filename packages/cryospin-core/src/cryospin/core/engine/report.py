@@ -13,35 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def fsc_curve(a: Any, b: Any, pixel_size_A: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(spatial frequency in 1/Å, FSC)`` of two maps (:func:`fsc_eval.fsc_curves`)."""
-    from cryospin.core.evaluation.fsc_eval import fsc_curves
-
-    return fsc_curves(a, b, pixel_size_A)
-
-
-def resolution_at(freq: np.ndarray, curve: np.ndarray, threshold: float) -> float:
-    """Resolution in Å where the FSC first falls below ``threshold`` (:mod:`cryospin.core.fsc`)."""
-    from cryospin.core.fsc import resolution_at_threshold
-
-    box = 2 * (len(curve) - 1)
-    apix = 1.0 / (box * freq[1]) if len(freq) > 1 and freq[1] > 0 else 1.0
-    return resolution_at_threshold(torch.as_tensor(curve), box, apix, threshold)
-
-
-def align_to_truth(volume: Any, truth: Any, pixel_size_A: float) -> tuple[np.ndarray, Any]:
-    """Align ``volume`` onto ``truth`` (global rotation and hand): ``(aligned map, info)``."""
-    from cryospin.core.evaluation.align_maps import align_maps
-
-    return align_maps(np.asarray(truth), np.asarray(volume), pixel_size_A)
-
-
-def pose_errors(estimated: np.ndarray, true: np.ndarray) -> Any:
-    """:func:`cryospin.core.evaluation.pose_error.rotation_error` result."""
-    from cryospin.core.evaluation.pose_error import rotation_error
-
-    return rotation_error(estimated, true)
+from cryospin.core.evaluation.align_maps import align_maps
+from cryospin.core.evaluation.fsc_eval import fsc_curves
+from cryospin.core.evaluation.pose_error import rotation_error
+from cryospin.core.fsc import resolution_at_threshold
 
 
 def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[str, Any]:
@@ -59,7 +34,7 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
     align = None
     if truth.rotations is not None:
         est = trainer.rot[idx].numpy().astype(np.float64)
-        res = pose_errors(est, truth.rotations[idx])
+        res = rotation_error(est, truth.rotations[idx])
         out["rotation_error_median_deg"] = res.median_deg
         out["rotation_error_mean_deg"] = res.mean_deg
         align = (res.rotation, res.flipped)
@@ -77,9 +52,11 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
 
             aligned = rotate_map(vol, align[0], flip=align[1])
         else:
-            aligned, _ = align_to_truth(vol, truth.volume, apix)
-        freq, curve = fsc_curve(aligned, truth.volume, apix)
-        out["resolution_vs_truth_A"] = resolution_at(freq, curve, 0.5)
+            aligned, _ = align_maps(np.asarray(truth.volume), vol, apix)
+        _, curve = fsc_curves(aligned, truth.volume, apix)
+        out["resolution_vs_truth_A"] = resolution_at_threshold(
+            torch.as_tensor(curve), vol.shape[-1], apix, 0.5
+        )
     return out
 
 
@@ -186,7 +163,7 @@ def symmetric_pose_errors(
             d0 = geodesic_deg(tru, aligned)
             d1 = geodesic_deg(tru, other)
             fixed = np.where((d1 < d0)[:, None, None], other, aligned)
-    res = pose_errors(fixed, tru)
+    res = rotation_error(fixed, tru)
     out["rotation_error_sym_median_deg"] = res.median_deg
     out["rotation_error_sym_mean_deg"] = res.mean_deg
     # compose the two alignments: H2(H1(A) R1^T) R2^T = H(A) R^T (module pose_error conventions)
