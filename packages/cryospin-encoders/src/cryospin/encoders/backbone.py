@@ -85,6 +85,8 @@ class GaussianPyramid(nn.Module):
     then a row pass: ``2 k`` instead of ``k^2`` multiplies per pixel). The kernels are a buffer.
     """
 
+    kernels_1d: torch.Tensor  # (octaves + 1, kernel_size), float32; registered as a buffer
+
     def __init__(self, octaves: int = 4, kernel_size: int = 11, variance: float = 0.01,
                  scaling: float = 10.0) -> None:
         super().__init__()

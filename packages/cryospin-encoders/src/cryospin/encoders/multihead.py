@@ -41,6 +41,7 @@ class MultiHeadEncoder(Encoder):
 
     def __init__(self, config: Config, box: int, pixel_size_A: float) -> None:
         super().__init__(config, box, pixel_size_A)
+        self.config: MultiHeadEncoder.Config = config
         self.backbone = VGGBackbone(config, box)
         out = 8 if config.estimate_shifts else 6
         self.heads = nn.ModuleList(

@@ -153,7 +153,7 @@ def read_cs(
     """
     path = Path(path)
     data = load_cs(path)
-    names = set(data.dtype.names)
+    names = set(data.dtype.names or ())  # load_cs guarantees a structured array
     required = list(_REQUIRED) + (["blob/path", "blob/idx"] if images else [])
     missing = [c for c in required if c not in names]
     if missing:

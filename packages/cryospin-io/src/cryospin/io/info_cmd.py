@@ -30,7 +30,7 @@ from cryospin.io.preprocess import contrast_mismatch, default_invert, measure_co
 
 def _optics_rows(stack: ParticleStack) -> list[tuple[str, ...]]:
     groups = stack.optics_group if stack.optics_group is not None else np.ones(len(stack), int)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for g in np.unique(groups):
         sel = groups == g
         c = stack.ctf.subset(np.nonzero(sel)[0])

@@ -102,7 +102,7 @@ def _release(data: np.ndarray, rows: np.ndarray, flush: bool = False) -> None:
     """
     mm = getattr(data, "_mmap", None)
     advice = getattr(mmap, "MADV_DONTNEED", None)
-    if mm is None or advice is None or data.ndim != 3:
+    if not isinstance(data, np.memmap) or mm is None or advice is None or data.ndim != 3:
         return
     size = data[0].nbytes
     base = int(data.offset) % mmap.ALLOCATIONGRANULARITY  # numpy maps from this boundary

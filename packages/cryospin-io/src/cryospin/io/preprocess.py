@@ -177,8 +177,8 @@ class PreprocessedReader:
         if self._window is not None:
             images = images * self._window
         if self.box != self.in_box:
-            images = fourier_downsample(torch.from_numpy(np.ascontiguousarray(images)), self.box)
-            images = images.numpy()
+            small = fourier_downsample(torch.from_numpy(np.ascontiguousarray(images)), self.box)
+            images = small.numpy()
         if o.invert:
             images = -images
         return np.ascontiguousarray(images, dtype=np.float32)
