@@ -48,12 +48,10 @@ class CTFParams:
 
     def subset(self, indices: np.ndarray) -> CTFParams:
         """Return the parameters of the particles at ``indices``."""
-        return CTFParams(
-            **{
-                k: (None if v is None else np.asarray(v)[indices])
-                for k, v in self.__dict__.items()
-            }
-        )
+        fields: dict[str, Any] = {
+            k: (None if v is None else np.asarray(v)[indices]) for k, v in self.__dict__.items()
+        }
+        return CTFParams(**fields)
 
 
 @dataclass

@@ -147,7 +147,7 @@ def validate_config(data: dict[str, Any]) -> RunConfig:
         raise ConfigError(_format_error(exc)) from None
 
 
-def validate_component_config(cls: type, data: dict[str, Any], field: str) -> Any:
+def validate_component_config(cls: Any, data: dict[str, Any], field: str) -> Any:
     """Validate ``data`` with the component's own ``Config``; errors name ``field.sub``."""
     try:
         return cls.Config.model_validate(data)

@@ -48,7 +48,7 @@ class RunProgress:
         )
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def start(self, epoch: int, done_in_epoch: int) -> None:

@@ -15,7 +15,7 @@ def name_of(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def make(cls: type, config: ComponentConfig | None, box: int, pixel_size_A: float) -> Any:
+def make(cls: Any, config: ComponentConfig | None, box: int, pixel_size_A: float) -> Any:
     cfg = cls.Config() if config is None else config
     return cls(cfg, box, pixel_size_A)
 
@@ -32,7 +32,7 @@ def check_config(cls: type) -> None:
     except pydantic.ValidationError as exc:  # pragma: no cover - the message is the point
         raise AssertionError(f"{name}: the default Config() is invalid: {exc}") from exc
     try:
-        cfg_cls(this_field_does_not_exist_42=1)
+        cfg_cls(**{"this_field_does_not_exist_42": 1})
     except pydantic.ValidationError:
         pass
     else:
@@ -46,9 +46,10 @@ def check_grads(name: str, module: torch.nn.Module) -> None:
         return  # a parameter-free component (e.g. a fixed sampler) has nothing to train
     missing = [n for n, p in params if p.grad is None]
     assert not missing, f"{name}: no gradient reached parameters {missing}"
-    bad = [n for n, p in params if not torch.isfinite(p.grad).all()]
+    grads = {n: p.grad for n, p in params if p.grad is not None}
+    bad = [n for n, g in grads.items() if not torch.isfinite(g).all()]
     assert not bad, f"{name}: non-finite gradients in {bad}"
-    assert any(p.grad.abs().sum().item() > 0 for _, p in params), (
+    assert any(g.abs().sum().item() > 0 for g in grads.values()), (
         f"{name}: every gradient is exactly zero"
     )
 

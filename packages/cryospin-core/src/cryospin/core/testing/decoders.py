@@ -141,7 +141,7 @@ def check_decoder(cls: type, box: int = 32, pixel_size_A: float = 4.0,
                   device: str | torch.device = "cpu", hermitian: bool = True) -> None:
     """Run every decoder rule (config, construction, outputs, dtype, gradients, determinism)."""
     check_config(cls)
-    kw = dict(box=box, pixel_size_A=pixel_size_A, config=config)
+    kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)
     check_decoder_construction(cls, **kw)
     check_decoder_outputs(cls, batch=batch, device=device, hermitian=hermitian, **kw)
     check_decoder_dtype(cls, batch=batch, device=device, **kw)

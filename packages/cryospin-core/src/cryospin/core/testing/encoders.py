@@ -138,7 +138,7 @@ def check_encoder(cls: type, box: int = 32, pixel_size_A: float = 4.0,
                   device: str | torch.device = "cpu") -> None:
     """Run every encoder rule (config, construction, outputs, dtype, gradients, determinism)."""
     check_config(cls)
-    kw = dict(box=box, pixel_size_A=pixel_size_A, config=config)
+    kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)
     check_encoder_construction(cls, **kw)
     check_encoder_outputs(cls, batch=batch, device=device, **kw)
     check_encoder_dtype(cls, batch=batch, device=device, **kw)
