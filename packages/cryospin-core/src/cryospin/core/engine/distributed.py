@@ -146,17 +146,23 @@ def make_trainer(
     tag: dict[str, Any] | None = None,
     console: Any = None,
     resume: bool = False,
+    on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> Trainer:
     """Return a :class:`Trainer`, or a :class:`DistributedTrainer` when one is needed.
 
     Distributed: under a process group of G > 1 ranks, or when resuming a sharded checkpoint
-    (with any number of ranks, one included).
+    (with any number of ranks, one included). ``on_checkpoint`` becomes the trainer's
+    :attr:`~Trainer.on_checkpoint` (called on rank 0 only).
     """
     if tag is None or tag.get("half", 1) == 1:
         _RUN_INFO.clear()
+    tr: Trainer
     if is_active() or (resume and sharding.is_sharded_checkpoint(ckpt_dir)):
-        return DistributedTrainer(cfg, data, ckpt_dir, metrics_path, truth, tag, console)
-    return Trainer(cfg, data, ckpt_dir, metrics_path, truth, tag=tag, console=console)
+        tr = DistributedTrainer(cfg, data, ckpt_dir, metrics_path, truth, tag, console)
+    else:
+        tr = Trainer(cfg, data, ckpt_dir, metrics_path, truth, tag=tag, console=console)
+    tr.on_checkpoint = on_checkpoint if is_main() else None
+    return tr
 
 
 def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:
@@ -333,7 +339,7 @@ class DistributedTrainer(Trainer):
     def state_dict(self) -> dict[str, Any]:
         """Rank 0's part: everything but the per-particle rows (those are in the shards)."""
         s = super().state_dict()
-        s["table"] = None
+        s["table"] = s["indices"] = None  # the shards hold them (global indices)
         for k in sharding.ROW_KEYS:
             s[k] = None
         s["global_batch"] = self.global_batch
@@ -345,7 +351,11 @@ class DistributedTrainer(Trainer):
         return s
 
     def save(self) -> None:
-        """Checkpoint collectively: shards, then ``last.pt`` (rank 0), then old shards removed."""
+        """Checkpoint collectively: shards, then ``last.pt`` (rank 0), then old shards removed.
+
+        Rank 0 then calls :attr:`on_checkpoint` (which reads the shards one at a time to write the
+        pose files) before the closing barrier, so no shard it reads is replaced meanwhile.
+        """
         self.save_seq += 1
         name = sharding.shard_name(self.rank, self.world, self.save_seq)
         sharding.write_shard(
@@ -359,6 +369,8 @@ class DistributedTrainer(Trainer):
             for p in sharding.shard_files(self.ckpt_dir):
                 if p.name not in keep:
                     p.unlink(missing_ok=True)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(self.ckpt_dir, state)
         self._barrier()
 
     def load_state_dict(self, s: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """``cryospin run`` end to end: data, trainer(s), half-sets, evaluation and every output file.
 
 Outputs in ``out``: ``config.yaml``, ``map.mrc``, ``poses.star`` (format of the input's suffix when
-its plugin writes it) and ``poses.pkl``, ``metrics.jsonl``, ``fsc.csv``/``fsc.png``,
+its plugin writes it) and ``poses.pkl`` (also rewritten after every checkpoint, see
+:mod:`cryospin.core.engine.pose_output`), ``metrics.jsonl``, ``fsc.csv``/``fsc.png``,
 ``orientations.png``, ``head_usage.png``, ``checkpoints/``, ``summary.json``. With ``half_sets``
 also ``map_half1.mrc``/``map_half2.mrc`` (half 2 aligned onto half 1) and ``half{1,2}/checkpoints``.
 """
@@ -19,9 +20,9 @@ import torch
 from cryospin.core.engine import distributed, io_bridge, report
 from cryospin.core.engine.config import RunConfig, save_yaml
 from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
+from cryospin.core.engine.pose_output import CheckpointPoses, write_pose_files
 from cryospin.core.engine.trainer import TrainResult, Truth
 from cryospin.core.errors import InputError
-from cryospin.core.evaluation.pose_error import rotation_error
 
 
 def setup_torch(cfg: RunConfig) -> None:
@@ -105,6 +106,14 @@ def run_reconstruction(
         metrics_path.unlink()
 
     results: list[TrainResult] = []
+    ckpt_dirs = (
+        [out / f"half{k}" / "checkpoints" for k in (1, 2)]
+        if cfg.half_sets
+        else [out / "checkpoints"]
+    )
+    pose_files = CheckpointPoses(
+        out, cfg.particles, stack, base.pixel_size_A, base.box, ckpt_dirs
+    )  # poses.star / poses.pkl after every checkpoint (rank 0)
     if cfg.half_sets:
         halves = split_half_sets(stack, cfg.seed)
         for k, idx in enumerate(halves, start=1):
@@ -119,17 +128,25 @@ def run_reconstruction(
             tr = distributed.make_trainer(
                 cfg,
                 data,
-                out / f"half{k}" / "checkpoints",
+                ckpt_dirs[k - 1],
                 metrics_path,
                 truth,
                 tag={"half": k},
                 console=console,
                 resume=resume,
+                on_checkpoint=pose_files,
             )
             results.append(tr.fit(resume=resume))
     else:
         tr = distributed.make_trainer(
-            cfg, base, out / "checkpoints", metrics_path, truth, console=console, resume=resume
+            cfg,
+            base,
+            ckpt_dirs[0],
+            metrics_path,
+            truth,
+            console=console,
+            resume=resume,
+            on_checkpoint=pose_files,
         )
         results.append(tr.fit(resume=resume))
     gathered = distributed.gather_results(results)  # rank 0 assembles the poses once
@@ -163,6 +180,7 @@ def run_reconstruction(
     if cfg.half_sets:
         from cryospin.core.evaluation.fsc_eval import half_map_fsc
         from cryospin.core.evaluation.pose_error import apply_pose_alignment
+        from cryospin.core.evaluation.shift_error import align_shifts
 
         v1, v2 = results[0].volume.numpy(), results[1].volume.numpy()
         gs = half_map_fsc(v1, v2, apix)
@@ -173,11 +191,13 @@ def run_reconstruction(
         summary.update(gs.summary())
         summary["gold_standard_resolution_A"] = gs.resolution_A
         volume = 0.5 * (v1 + gs.aligned)
-        # express half 2's poses in half 1's frame
+        # express half 2's poses in half 1's frame: rotations, and shifts for the map's 3D
+        # translation (cryospin.core.evaluation.shift_error)
         i2 = results[1].indices
         rotations[i2] = apply_pose_alignment(
             rotations[i2], gs.alignment.rotation, gs.alignment.flipped
         )
+        shifts_px[i2] = align_shifts(shifts_px[i2], rotations[i2], gs.alignment.shift_A / apix)
     if truth.volume is not None:
         from cryospin.core.evaluation.fsc_eval import fsc_vs_truth
 
@@ -187,24 +207,24 @@ def run_reconstruction(
         summary.update(vt.summary())
         summary["resolution_vs_truth_A"] = vt.resolution_A
     if truth.rotations is not None:
-        res = rotation_error(rotations, truth.rotations)
-        summary.update(res.summary())
-        # errors modulo a symmetry of the truth map (e.g. HSP90's C2), see report.py
+        # rotation errors (also modulo a symmetry of the truth map, e.g. HSP90's C2) and, when
+        # the particle file has shifts, shift errors (content shift = -RELION origin)
+        true_shifts = stack.shifts_A
+        if true_shifts is not None and not np.isfinite(np.asarray(true_shifts)).all():
+            true_shifts = None
         summary.update(
-            report.symmetric_pose_errors(
+            report.truth_pose_metrics(
                 rotations,
+                shifts_px * apix,
                 truth.rotations,
+                None if true_shifts is None else -np.asarray(true_shifts, dtype=np.float64),
                 truth.volume,
                 vt.alignment if truth.volume is not None else None,
             )
         )
 
     io_bridge.write_map(out / "map.mrc", volume, apix)
-    origins_A = -shifts_px * apix  # RELION origin undoes the content translation
-    io_bridge.write_poses(
-        out / f"poses{Path(cfg.particles).suffix or '.star'}", stack, rotations, origins_A
-    )
-    io_bridge.write_poses_pkl(out / "poses.pkl", rotations, origins_A, apix, box)
+    write_pose_files(out, cfg.particles, stack, rotations, shifts_px, apix, box)
     _write_fsc_csv(out / "fsc.csv", csv_cols, apix, box)
     counts = np.bincount(winners[winners >= 0], minlength=max(r.n_heads for r in results))
     usage = (counts / max(counts.sum(), 1)).tolist()

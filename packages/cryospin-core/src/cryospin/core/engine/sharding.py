@@ -224,19 +224,3 @@ def is_sharded_checkpoint(ckpt_dir: Path) -> bool:
     """Whether ``ckpt_dir/last.pt`` was written by a distributed run (shard files beside it)."""
     d = Path(ckpt_dir)
     return (d / ckpt.CHECKPOINT_NAME).exists() and bool(shard_files(d))
-
-
-def assemble_poses(ckpt_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rotations ``(n, 3, 3)`` and shifts ``(n, 2)`` px of a sharded checkpoint, by global index.
-
-    For inspection on one machine (O(n) memory); the training never calls it.
-    """
-    state = ckpt.load(Path(ckpt_dir) / ckpt.CHECKPOINT_NAME)
-    rot = np.tile(np.eye(3), (n, 1, 1))
-    shift = np.zeros((n, 2))
-    for name in state["sharded"]["files"]:
-        sh = ckpt.load(Path(ckpt_dir) / name)
-        g = np.asarray(sh["indices"])
-        rot[g] = sh["rot"].numpy()
-        shift[g] = sh["shift"].numpy()
-    return rot, shift

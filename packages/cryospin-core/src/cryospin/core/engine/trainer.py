@@ -91,6 +91,9 @@ class Trainer:
             ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
         )
         self.n_total = len(data.stack)
+        #: ``on_checkpoint(ckpt_dir, state)``, called after each checkpoint by the process that
+        #: writes files: the run's pose files (:class:`.pose_output.CheckpointPoses`)
+        self.on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None
         self._build()
 
     # ------------------------------------------------------------------ construction
@@ -156,6 +159,7 @@ class Trainer:
         return {
             "version": CHECKPOINT_VERSION,
             "config": self.cfg.model_dump(mode="json"),
+            "indices": np.asarray(self.data.indices, dtype=np.int64).copy(),
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
             "global_step": self.global_step,
@@ -203,8 +207,11 @@ class Trainer:
             # the optimiser state restored above already carries the lowered learning rate
 
     def save(self) -> None:
-        """Checkpoint now (atomically)."""
-        ckpt.save_atomic(self.state_dict(), self.ckpt_path)
+        """Checkpoint now (atomically), then call :attr:`on_checkpoint`."""
+        state = self.state_dict()
+        ckpt.save_atomic(state, self.ckpt_path)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(self.ckpt_path.parent, state)
 
     # ------------------------------------------------------------------ metrics
     def _write_metrics(self, record: dict[str, Any]) -> None:
