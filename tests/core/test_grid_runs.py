@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from cryospin.core.atomic import atomic_write_text
 from cryospin.core.cli.main import main
 from cryospin.core.errors import ConfigError
 from cryospin.core.grid import launch, runs
@@ -116,8 +117,8 @@ def _broken(out: Path, stack: Path) -> Path:
     """A run folder whose particles vanished after validation: the run must fail, not the grid."""
     bad = out / "runs/broken/seed0"
     cfg = yaml.safe_load((out / "runs/base/seed0" / runs.RUN_FILE).read_text())
-    runs.atomic_write_text(bad / runs.RUN_FILE,
-                           yaml.safe_dump({**cfg, "particles": str(stack.parent / "gone.star")}))
+    atomic_write_text(bad / runs.RUN_FILE,
+                      yaml.safe_dump({**cfg, "particles": str(stack.parent / "gone.star")}))
     return bad
 
 

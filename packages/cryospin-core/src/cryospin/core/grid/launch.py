@@ -17,6 +17,7 @@ Finished runs (``summary.json``) are skipped; interrupted ones resume from their
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -26,12 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospin.core.atomic import atomic_write_text
 from cryospin.core.errors import ConfigError
 from cryospin.core.grid.runs import (
     LOG_FILE,
     execute_point,
     last_error,
     python,
+    record_error,
     run_state,
 )
 
@@ -119,7 +122,7 @@ def _subprocess(run_dir: Path) -> str:
                             stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     state = EXIT_STATES.get(rc, "failed")
     if state == "failed" and not last_error(run_dir):
-        (run_dir / "grid_error.txt").write_text(f"worker exited with status {rc}\n")
+        record_error(run_dir, f"worker exited with status {rc}")
     return state
 
 
@@ -209,10 +212,6 @@ def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
         executor = slurm_executor(Path(out) / "slurm", opts, jobs)
     job_list = executor.map_array(PointJob(), [str(d) for d in dirs])
     ids = {str(d): j.job_id for d, j in zip(dirs, job_list, strict=True)}
-    import json
-
-    from cryospin.core.grid.runs import atomic_write_text
-
     atomic_write_text(Path(out) / "slurm" / "jobs.json", json.dumps(ids, indent=2) + "\n")
     echo(f"submitted {len(job_list)} job(s): {job_list[0].job_id}"
          + (f" .. {job_list[-1].job_id}" if len(job_list) > 1 else "")
@@ -231,8 +230,7 @@ def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
             except Exception:
                 state = "failed" if run_state(d) != "done" else "done"
                 if state == "failed" and not last_error(d):
-                    (d / "grid_error.txt").write_text(f"submitit job {job.job_id} failed; see "
-                                                      f"{Path(out) / 'slurm'}\n")
+                    record_error(d, f"submitit job {job.job_id} failed; see {Path(out) / 'slurm'}")
             states[d] = state
             del pending[d]
             report(d, state, time.perf_counter() - t0)

@@ -36,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryospin.core.atomic import atomic_path, atomic_write_text
 from cryospin.core.errors import InputError
+from cryospin.core.grid.keys import format_value
 from cryospin.core.grid.runs import MANIFEST, run_state
-from cryospin.core.grid.spec import format_value
 
 #: (key, column title, unit) of the fixed metrics, in table order
 METRICS: list[tuple[str, str]] = [
@@ -257,7 +258,7 @@ def write_csv(path: Path, manifest: dict[str, Any], rows: list[Row], keys: list[
         stats = [("" if v is None else repr(v)) for k in keys for v in row.stats[k][:2]]
         w.writerow([row.label, *[format_value(row.values[a]) if a in row.values else ""
                                  for a in axes], row.n_done, len(row.runs), *stats])
-    _write(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
 
 
 def markdown(manifest: dict[str, Any], rows: list[Row], keys: list[str],
@@ -292,12 +293,6 @@ def rich_table(manifest: dict[str, Any], rows: list[Row], keys: list[str],
         table.add_row(row.label, *vals, f"{row.n_done}/{len(row.runs)}",
                       *[cell(row.stats[k]) for k in keys])
     return table
-
-
-def _write(path: Path, text: str) -> None:
-    from cryospin.core.grid.runs import atomic_write_text
-
-    atomic_write_text(path, text)
 
 
 def _series(runs: list[RunRecord], key: str, cumulative_time: bool):
@@ -358,11 +353,11 @@ def plot_metric(rows: list[Row], key: str, path: Path, cumulative_time: bool,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -399,6 +394,6 @@ def build_report(out: Path, target_A: float | None = None, plots: bool = True) -
             files["pose_error_per_epoch"] = p
         else:
             notes.append("no per-epoch pose error: pose_error_per_epoch.png not drawn")
-    _write(files["md"], markdown(manifest, rows, keys, target, notes))
+    atomic_write_text(files["md"], markdown(manifest, rows, keys, target, notes))
     return {"manifest": manifest, "rows": rows, "keys": keys, "target_A": target,
             "files": files, "notes": notes, "states": states}

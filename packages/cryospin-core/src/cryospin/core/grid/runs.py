@@ -12,7 +12,7 @@ Layout of a grid's output folder ``DIR``::
 State of a run folder (:func:`run_state`): ``done`` (``summary.json`` exists), ``failed``
 (``grid_error.txt``), ``partial`` (a checkpoint exists: the next launch resumes from it) or
 ``new``. A folder whose ``grid_point.yaml`` differs from the point's configuration in any field
-but :data:`~cryospin.core.grid.spec.NEUTRAL_FIELDS` is an error (a grid edited under the same
+but :data:`~cryospin.core.grid.model.NEUTRAL_FIELDS` is an error (a grid edited under the same
 ``--out``), never silently mixed.
 """
 
@@ -22,35 +22,20 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cryospin.core.atomic import atomic_write_text
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.spec import Grid, GridPoint, config_differences
+from cryospin.core.grid.model import Grid, GridPoint, config_differences
 
 RUN_FILE = "grid_point.yaml"
 ERROR_FILE = "grid_error.txt"
 LOG_FILE = "grid.log"
 MANIFEST = "grid.json"
 DATA_STAMP = "grid_simulate.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -118,7 +103,7 @@ def write_manifest(grid: Grid, out: Path) -> None:
 def needs_data(grid: Grid, data_dir: Path) -> bool:
     """Whether any point reads the simulated stack in ``data_dir``."""
     target = Path(data_dir) / "particles.star"
-    return any(Path(p.config.particles) == target for p in grid.points)
+    return any(p.reads(target) for p in grid.points)
 
 
 def materialise_data(block: dict[str, Any], data_dir: Path, console: Any = None) -> Path:
@@ -176,12 +161,16 @@ def execute_point(run_dir: Path, console: Any = None) -> str:
     except StopRequested as stop:
         return "stopped" if stop.reason == "max_steps" else "interrupted"
     except Exception as exc:
-        msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        atomic_write_text(err, msg + "\n")
+        record_error(run_dir, f"{type(exc).__name__}: {exc}")
         raise
     if err.exists():
         err.unlink()
     return "done"
+
+
+def record_error(run_dir: Path, message: str) -> None:
+    """Write the first line of ``message`` to ``grid_error.txt`` (read by :func:`last_error`)."""
+    atomic_write_text(Path(run_dir) / ERROR_FILE, message.splitlines()[0] + "\n")
 
 
 def last_error(run_dir: Path) -> str:
