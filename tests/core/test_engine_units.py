@@ -222,29 +222,3 @@ def test_signal_guard_turns_sigterm_into_a_request():
         os.kill(os.getpid(), signal.SIGTERM)
         assert guard.requested == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is not guard._handler
-
-
-# ----------------------------------------------------------------------------- symmetric errors
-def test_symmetric_pose_errors_resolve_a_c2_truth():
-    from cryospin.core.engine.report import symmetric_pose_errors
-
-    box = 24
-    c = torch.arange(box, dtype=torch.float64) - box // 2
-    z, y, x = torch.meshgrid(c, c, c, indexing="ij")
-    vol = torch.zeros(box, box, box, dtype=torch.float64)
-    for px, py, pz in [(4.0, 1.0, 3.0), (-2.0, 5.0, -4.0)]:  # each blob and its C2 (about z) mate
-        for sx, sy in [(1, 1), (-1, -1)]:
-            vol += torch.exp(-((x - sx * px) ** 2 + (y - sy * py) ** 2 + (z - pz) ** 2) / 4.0)
-    s_rot = np.diag([-1.0, -1.0, 1.0])  # 180 degrees about z
-    true = random_rotations(200, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    true = true.numpy()
-    g = random_rotations(1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)[0]
-    est = true @ g.numpy()  # a global rotation of the frame ...
-    est[::2] = true[::2] @ s_rot @ g.numpy()  # ... and half the particles on the symmetry mate
-    out = symmetric_pose_errors(est, true, vol.numpy(), None)
-    assert out["symmetry_deg"] == pytest.approx(180.0, abs=1.0)
-    assert out["symmetry_correlation"] > 0.99
-    assert out["rotation_error_sym_median_deg"] < 0.5 and "sym_alignment" in out
-    # an asymmetric truth does not accept the candidate symmetry
-    out = symmetric_pose_errors(est, true, _blobs(box).double().numpy(), None)
-    assert out["symmetry_deg"] is None and out["rotation_error_sym_median_deg"] > 45

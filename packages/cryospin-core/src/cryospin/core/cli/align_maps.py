@@ -4,7 +4,9 @@ Ab-initio maps come out in an arbitrary frame and hand; this searches all rotati
 its mirror image, z -> -z) for the best real-space correlation with A, refines rotation and
 shift locally, and writes B resampled (trilinear) in A's frame. Both maps must be cubic, on the
 same grid. Prints the rotation R, shift t (Å, x y z) and hand: aligned B(x) = B'(R^T (x - t))
-with B' = B mirrored when "flipped".
+with B' = B mirrored when "flipped". Particles posed against B (RELION matrix A, origin o)
+are posed against A at A' = H(A) R^T and origin o + (A' t)_xy, with H(A) = F A F when flipped
+(F = diag(1, 1, -1)), else A (cryospin.core.evaluation.shift_error).
 
 \b
 Example:

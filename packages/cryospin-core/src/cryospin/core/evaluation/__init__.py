@@ -3,11 +3,16 @@
 Modules (import them directly; this package imports nothing heavy):
 
 * :mod:`~cryospin.core.evaluation.pose_error` - rotation error after the best global rotation and
-  hand: :func:`rotation_error`, :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
+  hand: :func:`rotation_error`, :func:`symmetric_pose_errors` (modulo a symmetry of the truth
+  map), :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
+* :mod:`~cryospin.core.evaluation.shift_error` - particle shifts under a map alignment with a 3D
+  translation (:func:`align_shifts`: ``s' = s - (A' t)_xy``) and the shift error after the best
+  global translation (:func:`shift_error`).
 * :mod:`~cryospin.core.evaluation.align_maps` - rigid map alignment over SO(3) and the hand:
   :func:`align_maps`, :func:`apply_alignment` (re-exports the map utilities below).
 * :mod:`~cryospin.core.evaluation.map_ops` - :func:`rotate_map`, :func:`flip_hand`,
-  :func:`background_level`, :func:`real_space_correlation`, :func:`lowpass_gaussian`.
+  :func:`background_level`, :func:`real_space_correlation`, :func:`lowpass_gaussian`,
+  :func:`translation_search`.
 * :mod:`~cryospin.core.evaluation.align_search` - the search grid :func:`hopf_grid` and the
   resolution levels of the alignment.
 * :mod:`~cryospin.core.evaluation.fsc_eval` - FSC against a truth (0.5) and between half-maps

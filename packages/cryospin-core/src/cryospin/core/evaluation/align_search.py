@@ -18,6 +18,7 @@ from cryospin.core.evaluation.map_ops import (
     lowpass_gaussian,
     rotate_map,
     sample,
+    translation_search,
 )
 from cryospin.core.so3 import quaternion_to_rotation
 from cryospin.core.so3._common import _rot_y, _rot_z
@@ -109,10 +110,7 @@ class Level:
     def shift_search(self, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Best integer translation update by FFT cross-correlation of the aligned and ref maps."""
         moved = rotate_map(self.mov_np, rot, t)
-        cc = np.fft.ifftn(np.fft.fftn(self.ref_np) * np.conj(np.fft.fftn(moved))).real
-        peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
-        peak = np.where(peak > self.box // 2, peak - self.box, peak)  # wrap to signed
-        return t + peak[::-1]  # (z, y, x) -> (x, y, z)
+        return t + np.round(translation_search(self.ref_np, moved))
 
     def refine(
         self, rot: np.ndarray, t: np.ndarray, iters: int

@@ -25,6 +25,10 @@ when ``flipped`` and then rotated by ``R`` (``V_aligned(x) = V(R^T x)``), lies o
 The estimated poses expressed in the true frame are then ``H(A_est) @ R.T`` with ``H(A) = F A F``
 when flipped and ``H(A) = A`` otherwise (:func:`apply_pose_alignment`).
 
+Shifts follow the map's 3D translation, ``s' = s - (A' t)_xy``: see
+:mod:`cryospin.core.evaluation.shift_error`. A symmetric truth (e.g. C2) makes each particle's
+pose ambiguous up to the symmetry: :func:`symmetric_pose_errors`.
+
 The viewing (projection) direction of a pose in map coordinates is ``A^T e_z``, the third **row**
 of ``A``; ``viewdir_errors_deg`` are the angles between the true and the aligned third rows.
 
@@ -43,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryospin.core.evaluation.map_ops import real_space_correlation, rotate_map
 from cryospin.core.so3 import geodesic_distance_deg
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "flip_hand_poses",
     "geodesic_deg",
     "rotation_error",
+    "symmetric_pose_errors",
     "viewing_directions",
 ]
 
@@ -257,3 +263,114 @@ def rotation_error(
         flipped=bool(flipped),
         aligned=aligned,
     )
+
+
+def _cluster_center(rots: np.ndarray, tol_deg: float = 15.0) -> tuple[np.ndarray, int]:
+    """Most populated rotation among ``rots`` ``(n, 3, 3)`` (within ``tol_deg``), SVD-refined.
+
+    Up to 64 members (seeded draw) are tried as centres; returns the centre, refined as the
+    nearest rotation to the mean of its neighbours, and its neighbour count.
+    """
+    rng = np.random.default_rng(0)
+    best, center = -1, rots[0]
+    for k in rng.choice(len(rots), size=min(len(rots), 64), replace=False):
+        count = int((geodesic_deg(rots, np.broadcast_to(rots[k], rots.shape)) < tol_deg).sum())
+        if count > best:
+            best, center = count, rots[k]
+    near = geodesic_deg(rots, np.broadcast_to(center, rots.shape)) < tol_deg
+    return _project_so3(rots[near].sum(0)), best
+
+
+def _largest_cluster_alignment(est: np.ndarray, tru: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Global alignment ``(R, flipped)`` from the largest cluster of ``A_true^T H(A_est)``.
+
+    ``A_true,i^T H(A_est,i) = R`` for every correctly posed particle (``aligned = H(A) R^T``), so
+    the most populated residual over both hands is the alignment. Unlike a median-error search it
+    is not pulled between the branches of a symmetric particle.
+    """
+    best: tuple[int, np.ndarray, bool] | None = None
+    for flipped in (False, True):
+        h = FLIP @ est @ FLIP if flipped else est
+        center, count = _cluster_center(np.swapaxes(tru, -1, -2) @ h)
+        if best is None or count > best[0]:
+            best = (count, center, flipped)
+    assert best is not None
+    return best[1], best[2]
+
+
+def symmetric_pose_errors(
+    estimated: Any,
+    true: Any,
+    truth_map: Any | None,
+    alignment: Any | None,
+    min_share: float = 0.1,
+    min_correlation: float = 0.9,
+) -> dict[str, Any]:
+    """Rotation errors modulo a symmetry of the truth map, when it has one.
+
+    A symmetric particle (HSP90 2CG9 is a C2 homodimer) has two or more poses that give the same
+    image, so an ab-initio run may assign either to each particle; the plain error after the best
+    global rotation (:func:`rotation_error`) then mixes ~0 and ~180 degree errors. Procedure:
+
+    1. put the estimates in the truth's frame with the map alignment ``alignment`` (anything with
+       ``rotation`` and ``flipped``, e.g. ``fsc_vs_truth(...).alignment``; see
+       :func:`apply_pose_alignment`), else with the largest cluster of the residual rotations
+       ``A_true^T H(A_est)`` over both hands (a median-error search is pulled between the
+       branches of a symmetric particle);
+    2. the residual rotations ``E_i = A_true,i^T A_aligned,i``: if at least ``min_share`` of them
+       are more than 90 degrees from the identity, the most populated such rotation (within 15
+       degrees, SVD-refined) is a candidate symmetry ``S``;
+    3. ``S`` is accepted only if the **truth map** is invariant under it: the real-space
+       correlation of the truth and the truth rotated by ``S`` about the box centre
+       (:func:`~cryospin.core.evaluation.map_ops.rotate_map`) is at least ``min_correlation``.
+       Each particle then keeps the nearer of ``A_aligned,i`` and ``A_aligned,i S^T`` to its
+       true pose, and the global rotation and hand are searched again (:func:`rotation_error`).
+
+    Args:
+        estimated: ``(N, 3, 3)`` estimated poses (RELION ``A``), numpy or torch.
+        true: ``(N, 3, 3)`` true poses, same order.
+        truth_map: the truth ``(D, D, D)`` ``[z, y, x]``, or ``None`` (no symmetry is accepted).
+        alignment: map alignment estimate -> truth, or ``None``.
+        min_share: smallest share of far (> 90 degrees) residuals that suggests a symmetry.
+        min_correlation: smallest self-correlation of the truth under ``S`` to accept it.
+
+    Returns:
+        ``{"symmetry_deg": angle of S or None, "symmetry_correlation": float or None,
+        "rotation_error_sym_median_deg", "rotation_error_sym_mean_deg", "sym_alignment":
+        {"rotation": R (3x3 list), "flipped": bool}}``: the last two errors equal the plain ones
+        when no symmetry is accepted; ``sym_alignment`` is the total alignment estimate -> truth
+        (pose convention of :func:`apply_pose_alignment`) for the symmetry-resolved poses.
+
+    Raises:
+        ValueError: shapes differ or are not ``(N, 3, 3)``.
+    """
+    est = _as_rotations(estimated, "estimated")
+    tru = _as_rotations(true, "true")
+    if est.shape != tru.shape:
+        raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    if alignment is not None:
+        r1, f1 = np.asarray(alignment.rotation, dtype=np.float64), bool(alignment.flipped)
+    else:
+        r1, f1 = _largest_cluster_alignment(est, tru)
+    aligned = apply_pose_alignment(est, r1, f1)
+    resid = np.swapaxes(tru, -1, -2) @ aligned
+    far = resid[_angle_from_trace(np.trace(resid, axis1=1, axis2=2)) > 90.0]
+    out: dict[str, Any] = {"symmetry_deg": None, "symmetry_correlation": None}
+    fixed = aligned
+    if truth_map is not None and len(far) > 0 and len(far) >= min_share * len(est):
+        s_rot, _ = _cluster_center(far)
+        corr = real_space_correlation(truth_map, rotate_map(truth_map, s_rot))
+        out["symmetry_correlation"] = float(corr)
+        if corr >= min_correlation:
+            out["symmetry_deg"] = float(_angle_from_trace(np.trace(s_rot)))
+            other = aligned @ s_rot.T
+            nearer = geodesic_deg(tru, other) < geodesic_deg(tru, aligned)
+            fixed = np.where(nearer[:, None, None], other, aligned)
+    res = rotation_error(fixed, tru)
+    out["rotation_error_sym_median_deg"] = res.median_deg
+    out["rotation_error_sym_mean_deg"] = res.mean_deg
+    # compose the two alignments: H2(H1(A) R1^T) R2^T = H(A) R^T with H = H2 H1 and
+    # R = R2 H2(R1) (H2(M) = F M F when the second one is flipped)
+    total = res.rotation @ (FLIP @ r1 @ FLIP if res.flipped else r1)
+    out["sym_alignment"] = {"rotation": total.tolist(), "flipped": bool(f1 != res.flipped)}
+    return out
