@@ -1,41 +1,96 @@
-"""Atomic checkpoints and the SIGINT/SIGTERM guard.
+"""Checkpoints: the trainer's state format, atomic files, and the SIGINT/SIGTERM guard.
 
-A checkpoint is one ``torch.save`` file written to a temporary name in the same folder and moved
-over the old one with :func:`os.replace`, so a kill at any moment leaves either the old or the new
-checkpoint, never a torn one.
+A checkpoint is one ``torch.save`` file written through :func:`cryospin.core.atomic.atomic_path`
+(temporary name in the same folder, fsync, :func:`os.replace` over the old one), so a kill at any
+moment leaves either the old or the new checkpoint, never a torn one.
+
+Format (:data:`CHECKPOINT_VERSION`): :func:`trainer_state` lists every key of ``last.pt``; a
+distributed trainer moves the per-particle entries into shard files
+(:mod:`cryospin.core.engine.sharding`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 
 CHECKPOINT_NAME = "last.pt"
+CHECKPOINT_VERSION = 1
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``state`` to ``path`` with ``torch.save``, atomically (fsync before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def trainer_state(tr: Any) -> dict[str, Any]:
+    """Return the complete resumable state of a :class:`~cryospin.core.engine.trainer.Trainer`.
+
+    Loop position (epoch, step in epoch, global step, stage, switch bookkeeping), models and their
+    Adam states, the pose table, the per-particle rows (``rot``, ``prev_rot``, ``winners``,
+    ``prev_winners``, ``shift``; first dimension = particle, global index), the trainer's particle
+    set ``indices`` (global), epoch accumulators, stage statistics and the torch RNG state.
+    """
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": tr.cfg.model_dump(mode="json"),
+        "indices": np.asarray(tr.data.indices, dtype=np.int64).copy(),
+        "epoch": tr.epoch,
+        "step_in_epoch": tr.step_in_epoch,
+        "global_step": tr.global_step,
+        "stage": tr.stage_name,
+        "table_ready": tr.table_ready,
+        "switch_epoch": tr.switch_epoch,
+        "patience": tr.patience,
+        "prev_loss": tr.prev_loss,
+        "decoder": tr.decoder.state_dict(),
+        "dec_opt": tr.dec_opt.state_dict(),
+        "encoder": None if tr.encoder is None else tr.encoder.state_dict(),
+        "enc_opt": None if tr.enc_opt is None else tr.enc_opt.state_dict(),
+        "table": tr.table.state_dict(),
+        "rot": tr.rot.clone(),
+        "prev_rot": tr.prev_rot,
+        "winners": tr.winners.copy(),
+        "prev_winners": tr.prev_winners.copy(),
+        "shift": tr.shift.clone(),
+        "acc": dict(tr.acc),
+        "stage_stats": json.loads(json.dumps(tr.stage_stats)),
+        "torch_rng": torch.get_rng_state(),
+        "done": tr.done,
+    }
+
+
+def restore_trainer_state(tr: Any, s: dict[str, Any]) -> None:
+    """Put a :func:`trainer_state` dictionary ``s`` back into the trainer ``tr``."""
+    tr.epoch, tr.step_in_epoch = s["epoch"], s["step_in_epoch"]
+    tr.global_step, tr.stage_name = s["global_step"], s["stage"]
+    tr.table_ready, tr.switch_epoch = s["table_ready"], s["switch_epoch"]
+    tr.patience, tr.prev_loss = s["patience"], s["prev_loss"]
+    tr.decoder.load_state_dict(s["decoder"])
+    tr.dec_opt.load_state_dict(s["dec_opt"])
+    if tr.encoder is not None and s["encoder"] is not None:
+        tr.encoder.load_state_dict(s["encoder"])
+        tr.enc_opt.load_state_dict(s["enc_opt"])
+    tr.table.load_state_dict(s["table"])
+    tr.rot, tr.prev_rot = s["rot"], s["prev_rot"]
+    tr.winners, tr.prev_winners = s["winners"], s["prev_winners"]
+    tr.shift, tr.acc = s["shift"], s["acc"]
+    tr.stage_stats = s["stage_stats"]
+    torch.set_rng_state(s["torch_rng"])
+    tr.done = s["done"]
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -111,6 +111,25 @@ class PoseTable:
         """``(N, 3, 3)`` current rotations."""
         return ops.exp_map(self.omega) @ self.base
 
+    def row_state(self, row: int) -> dict[str, torch.Tensor]:
+        """Return copies of all ``row`` holds: pose, shift, Adam moments and step counts."""
+        snap = {"base": self.base[row].clone(), "omega": self.omega[row].clone()}
+        snap["shift"] = self.shift[row].clone()
+        for name in ("opt_rot", "opt_shift"):
+            opt = getattr(self, name)
+            for k in ("exp_avg", "exp_avg_sq", "steps"):
+                snap[f"{name}.{k}"] = getattr(opt, k)[row].clone()
+        return snap
+
+    def set_row_state(self, row: int, snap: dict[str, torch.Tensor]) -> None:
+        """Put back a :meth:`row_state` of ``row`` (undoing any change since)."""
+        self.base[row], self.omega[row] = snap["base"], snap["omega"]
+        self.shift[row] = snap["shift"]
+        for name in ("opt_rot", "opt_shift"):
+            opt = getattr(self, name)
+            for k in ("exp_avg", "exp_avg_sq", "steps"):
+                getattr(opt, k)[row] = snap[f"{name}.{k}"]
+
     def state_dict(self) -> dict[str, Any]:
         """Table and optimiser state, for checkpoints."""
         return {

@@ -10,10 +10,8 @@ deterministic on CPU, so a killed-then-resumed run ends with the same map as an 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +22,11 @@ from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine.config import RunConfig, validate_component_config
 from cryospin.core.engine.data import ParticleData
 from cryospin.core.engine.forward import frequency_mask
+from cryospin.core.engine.metrics_log import MetricsLog
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.pose_table import PoseTable
+from cryospin.core.engine.results import TrainResult, Truth
 from cryospin.core.engine.stages import EngineContext
-
-CHECKPOINT_VERSION = 1
-
-
-@dataclass
-class Truth:
-    """Ground truth for evaluation: a map ``(L, L, L)`` and/or rotations ``(N, 3, 3)`` (global)."""
-
-    volume: torch.Tensor | None = None
-    rotations: np.ndarray | None = None
-
-
-@dataclass
-class TrainResult:
-    """What a finished trainer hands back."""
-
-    volume: torch.Tensor  # (L, L, L) real space
-    indices: np.ndarray  # global particle indices
-    rotations: np.ndarray  # (n, 3, 3)
-    shifts_px: np.ndarray | None  # (n, 2) content translation in pixels
-    winners: np.ndarray | None  # (n,) winning head at the last amortized pass, -1 if none
-    stage_stats: dict[str, dict[str, float]] = field(default_factory=dict)
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    n_heads: int = 1
-    switch_epoch: int | None = None
 
 
 def _evaluator() -> Any:
@@ -82,7 +57,7 @@ class Trainer:
         self.cfg = cfg
         self.data = data
         self.ckpt_path = Path(ckpt_dir) / ckpt.CHECKPOINT_NAME
-        self.metrics_path = Path(metrics_path)
+        self.log = MetricsLog(metrics_path, tag or {})
         self.truth = truth or Truth()
         self.tag = tag or {}
         self.console = console
@@ -155,53 +130,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """Return the complete resumable state."""
-        return {
-            "version": CHECKPOINT_VERSION,
-            "config": self.cfg.model_dump(mode="json"),
-            "indices": np.asarray(self.data.indices, dtype=np.int64).copy(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "stage": self.stage_name,
-            "table_ready": self.table_ready,
-            "switch_epoch": self.switch_epoch,
-            "patience": self.patience,
-            "prev_loss": self.prev_loss,
-            "decoder": self.decoder.state_dict(),
-            "dec_opt": self.dec_opt.state_dict(),
-            "encoder": None if self.encoder is None else self.encoder.state_dict(),
-            "enc_opt": None if self.enc_opt is None else self.enc_opt.state_dict(),
-            "table": self.table.state_dict(),
-            "rot": self.rot.clone(),
-            "prev_rot": self.prev_rot,
-            "winners": self.winners.copy(),
-            "prev_winners": self.prev_winners.copy(),
-            "shift": self.shift.clone(),
-            "acc": dict(self.acc),
-            "stage_stats": json.loads(json.dumps(self.stage_stats)),
-            "torch_rng": torch.get_rng_state(),
-            "done": self.done,
-        }
+        """Return the complete resumable state (:func:`.checkpoint.trainer_state`)."""
+        return ckpt.trainer_state(self)
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
-        self.epoch, self.step_in_epoch = s["epoch"], s["step_in_epoch"]
-        self.global_step, self.stage_name = s["global_step"], s["stage"]
-        self.table_ready, self.switch_epoch = s["table_ready"], s["switch_epoch"]
-        self.patience, self.prev_loss = s["patience"], s["prev_loss"]
-        self.decoder.load_state_dict(s["decoder"])
-        self.dec_opt.load_state_dict(s["dec_opt"])
-        if self.encoder is not None and s["encoder"] is not None:
-            self.encoder.load_state_dict(s["encoder"])
-            self.enc_opt.load_state_dict(s["enc_opt"])
-        self.table.load_state_dict(s["table"])
-        self.rot, self.prev_rot = s["rot"], s["prev_rot"]
-        self.winners, self.prev_winners = s["winners"], s["prev_winners"]
-        self.shift, self.acc = s["shift"], s["acc"]
-        self.stage_stats = s["stage_stats"]
-        torch.set_rng_state(s["torch_rng"])
-        self.done = s["done"]
+        """Restore :meth:`state_dict` output and restart the current stage where it was."""
+        ckpt.restore_trainer_state(self, s)
         if self.stage_name == "direct" and self.table_ready:
             self.stages["direct"].setup(self.ctx)
             # the optimiser state restored above already carries the lowered learning rate
@@ -213,30 +147,9 @@ class Trainer:
         if self.on_checkpoint is not None:
             self.on_checkpoint(self.ckpt_path.parent, state)
 
-    # ------------------------------------------------------------------ metrics
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps({**self.tag, **record}) + "\n")
-
-    def _trim_metrics(self) -> None:
-        """Drop records of epochs at or after the current one (for this trainer's tag)."""
-        if not self.metrics_path.exists():
-            return
-        keep = []
-        for line in self.metrics_path.read_text().splitlines():
-            rec = json.loads(line)
-            mine = all(rec.get(k) == v for k, v in self.tag.items())
-            if not mine or rec.get("epoch", -1) < self.epoch:
-                keep.append(line)
-        self.metrics_path.write_text("".join(k + "\n" for k in keep))
-
     def metrics(self) -> list[dict[str, Any]]:
         """Return the records of this trainer from ``metrics.jsonl``."""
-        if not self.metrics_path.exists():
-            return []
-        recs = [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x.strip()]
-        return [r for r in recs if all(r.get(k) == v for k, v in self.tag.items())]
+        return self.log.records()
 
     # ------------------------------------------------------------------ stage switching
     def _switch_pass(self, progress: Callable[[int], None] | None = None) -> None:
@@ -329,7 +242,7 @@ class Trainer:
             rec["switch"] = True
             self.switch_epoch = epoch + 1
             self.stage_name = "direct"
-        self._write_metrics(rec)
+        self.log.append(rec)
         return rec
 
     # -- hooks of the training loop (overridden by the distributed trainer) --------------
@@ -415,9 +328,7 @@ class Trainer:
         cfg = self.cfg
         if resume and self.ckpt_path.exists():
             self.load_state_dict(ckpt.load(self.ckpt_path))
-            self._trim_metrics()
-        elif self.metrics_path.exists():
-            self._trim_metrics()
+        self.log.trim(self.epoch)
         self._barrier()
         from cryospin.core.engine.progress import RunProgress
 
@@ -441,9 +352,7 @@ class Trainer:
                     self._switch_pass()
                 self.done = self.epoch >= cfg.epochs
                 self.save()
-                self._stop_if_requested(
-                    self._reduce([1.0 if guard.requested else 0.0])[0], guard
-                )
+                self._stop_if_requested(self._reduce([1.0 if guard.requested else 0.0])[0], guard)
         return self.result()
 
     def result(self) -> TrainResult:

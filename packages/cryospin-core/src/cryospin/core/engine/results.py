@@ -1,0 +1,32 @@
+"""What the trainers take and hand back: the ground truth and a finished trainer's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Truth:
+    """Ground truth for evaluation: a map ``(L, L, L)`` and/or rotations ``(N, 3, 3)`` (global)."""
+
+    volume: torch.Tensor | None = None
+    rotations: np.ndarray | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a finished trainer hands back."""
+
+    volume: torch.Tensor  # (L, L, L) real space
+    indices: np.ndarray  # global particle indices
+    rotations: np.ndarray  # (n, 3, 3)
+    shifts_px: np.ndarray | None  # (n, 2) content translation in pixels
+    winners: np.ndarray | None  # (n,) winning head at the last amortized pass, -1 if none
+    stage_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    n_heads: int = 1
+    switch_epoch: int | None = None
