@@ -109,3 +109,40 @@ def test_two_rank_checkpoint_writes_the_assembled_poses(toy, tmp_path):
         )
     assert np.isfinite(shift).all()
     _check(out, rot, shift)
+
+
+def test_half_set_checkpoints_fill_their_own_rows(toy, tmp_path):
+    """Half 1 finished, half 2 stopped by ``max_steps``: each half's rows come from its own
+    checkpoint (its particle set, not the whole-stack table it carries), and nothing else."""
+    from cryospin.core.engine import checkpoint as ckpt
+    from cryospin.core.engine.config import validate_config
+    from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
+    from cryospin.core.engine.pose_output import CheckpointPoses
+    from cryospin.core.engine.trainer import Trainer
+
+    stack = open_stack(toy["star"])
+    halves = split_half_sets(stack, 1)
+    dirs = [tmp_path / f"half{k}" / "checkpoints" for k in (1, 2)]
+    data = [ParticleData(stack, subset=h, cache=False) for h in halves]
+    out = tmp_path / "out"
+    writer = CheckpointPoses(out, str(toy["star"]), stack, APIX, 16, dirs)
+    base = {**BASE, "particles": str(toy["star"]), "batch_size": 8, "epochs": 1, "shifts": True}
+    for k, steps in ((0, None), (1, 2)):
+        cfg = validate_config({**base, "max_steps": steps})
+        tr = Trainer(cfg, data[k], dirs[k], tmp_path / "m.jsonl", tag={"half": k + 1})
+        tr.on_checkpoint = writer
+        if steps is None:
+            tr.fit()
+        else:
+            with pytest.raises(ckpt.StopRequested):
+                tr.fit()
+    rot, shift = np.tile(np.eye(3), (N, 1, 1)), np.zeros((N, 2))
+    for k in (0, 1):
+        state = torch.load(dirs[k] / "last.pt", weights_only=False)
+        assert not state["table_ready"] and len(state["rot"]) == N
+        h = halves[k]
+        r, s = _expected(state["table"], state["rot"], state["shift"], False)
+        rot[h], shift[h] = r[h], s[h]
+    # half 2 stopped after 2 of its 3 batches: its last 8 particles still have no pose
+    assert (np.abs(rot[halves[1]] - np.eye(3)).max(axis=(1, 2)) < 1e-12).sum() == 8
+    _check(out, rot, shift)

@@ -3,7 +3,11 @@
 Modules: :mod:`.config` (``RunConfig``), :mod:`.data` (preprocessing, batches, half-sets),
 :mod:`.forward` (forward model and losses), :mod:`.stages` (``amortized`` and ``direct`` pose
 stages), :mod:`.pose_table` (per-particle poses and row-sparse Adam), :mod:`.trainer` (loop,
-switch rule, checkpoints), :mod:`.checkpoint`, :mod:`.pipeline` (``cryospin run`` end to end),
+switch rule), :mod:`.checkpoint` (checkpoint format, atomic save, signal guard),
+:mod:`.metrics_log` (``metrics.jsonl``), :mod:`.results`, :mod:`.pose_output` (``poses.star`` and
+``poses.pkl``, at the end and every checkpoint), :mod:`.pipeline` (``cryospin run`` end to end),
 :mod:`.report` (evaluation glue), :mod:`.io_bridge` (maps and poses through the registry),
-:mod:`.progress` (rich progress bar).
+:mod:`.progress` (rich progress bar). Multi-process runs: :mod:`.distributed` (overview, trainer
+factory, result gathering), :mod:`.process_group` (group and ``torchrun`` launcher),
+:mod:`.dist_trainer`, :mod:`.ddp`, :mod:`.sharding`.
 """
