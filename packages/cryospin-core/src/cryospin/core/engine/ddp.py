@@ -5,8 +5,10 @@
   global batch, however it is split (a rank may own none of a batch: weight 0);
 * :func:`wrap_models` wraps the decoder and encoder of an
   :class:`~cryospin.core.engine.stages.EngineContext` in DDP with that hook. On CUDA it first
-  converts batch-norm layers to :class:`torch.nn.SyncBatchNorm`, so batch statistics are those of
-  the global batch, as in one process. On CPU it does not: PyTorch (2.13) refuses SyncBatchNorm
+  converts the encoder's batch-norm layers to :class:`torch.nn.SyncBatchNorm`, so batch statistics
+  are those of the global batch, as in one process (except in a step where a rank owns none of the
+  batch: its weight-0 stand-in image then joins the statistics). On CPU it does not: PyTorch
+  (2.13) refuses SyncBatchNorm
   there (DDP raises ``ValueError: SyncBatchNorm layers only work with GPU modules``, the layer
   itself ``SyncBatchNorm expected input tensor to be on GPU or XPU``), so on CPU with gloo each
   rank normalises with its own batch's statistics and keeps its own running statistics;
@@ -70,10 +72,11 @@ def wrap_models(
     """Put DDP-wrapped decoder and encoder into ``ctx`` (collective); return the inner encoder.
 
     ``ctx.extra["local_decoder"]`` keeps the plain decoder (for :class:`ShardedDirectStage`).
-    On CUDA, batch-norm layers become :class:`torch.nn.SyncBatchNorm` first (same parameters and
-    running buffers, so optimisers built on them stay valid); on CPU they stay per-rank (module
-    docstring). Buffers are not broadcast (``broadcast_buffers=False``); a decoder uses all its
-    parameters in every forward, an encoder may not (e.g. an unused shift head).
+    On CUDA, the encoder's batch-norm layers become :class:`torch.nn.SyncBatchNorm` (same
+    parameters and running buffers, so optimisers built on them stay valid); on CPU they stay
+    per-rank (module docstring). Buffers are not broadcast (``broadcast_buffers=False``); a
+    decoder uses all its parameters in every forward, an encoder may not (e.g. an unused shift
+    head).
     """
     ids = [device.index] if device.type == "cuda" else None
     encoder = ctx.encoder
