@@ -19,10 +19,10 @@ from cryospin.core.engine.report import epoch_metrics, truth_pose_metrics
 from cryospin.core.evaluation.align_maps import align_maps, rotate_map
 from cryospin.core.evaluation.fsc_eval import fsc_curves
 from cryospin.core.evaluation.map_ops import real_space_correlation, translation_search
-from cryospin.core.fsc import resolution_at_threshold
 from cryospin.core.evaluation.phantoms import blob_map
 from cryospin.core.evaluation.pose_error import FLIP, apply_pose_alignment, flip_hand_poses
 from cryospin.core.evaluation.shift_error import align_shifts, shift_error
+from cryospin.core.fsc import resolution_at_threshold
 
 CENTRES = np.array([[3.0, -2.0, 3.0], [-4.0, 1.0, -1.0], [1.0, 4.0, -3.0], [-2.0, -3.0, 2.0]])
 
@@ -118,8 +118,10 @@ def test_shift_error_best_translation_and_outliers() -> None:
     res = shift_error(est, true_shifts, aligned)
     np.testing.assert_allclose(res.translation, t, atol=0.05)
     assert res.median < 0.2 and res.errors[80:].max() < 0.6
-    np.testing.assert_allclose(res.errors, np.linalg.norm(
-        align_shifts(est, aligned, res.translation) - true_shifts, axis=-1))
+    np.testing.assert_allclose(
+        res.errors,
+        np.linalg.norm(align_shifts(est, aligned, res.translation) - true_shifts, axis=-1),
+    )
     s = res.summary()
     assert set(s) == {"shift_error_median_A", "shift_error_mean_A", "global_shift_A"}
     with pytest.raises(ValueError, match="true shifts"):

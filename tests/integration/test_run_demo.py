@@ -23,3 +23,25 @@ def test_demo_tiny(tmp_path):
     assert summary["resolution_vs_truth_A"] > 0 and summary["rotation_error_median_deg"] >= 0
     assert summary["invert_contrast"] is True  # protein-bright simulated .star stack
     assert "median rotation error" in res.output and "target FSC(0.5)" in res.output
+    # the symmetry-aware median error is printed once (run summary); the target line has no number
+    sym = f"{summary['rotation_error_sym_median_deg']:.2f}"
+    assert sum("modulo" in line and sym in line for line in res.output.splitlines()) == 1
+    # simulated particles have true shifts: shift error after the best global translation
+    assert summary["shift_error_median_A"] >= 0 and len(summary["global_shift_A"]) == 3
+
+
+def test_demo_prints_the_symmetric_error_once(capsys):
+    from cryospin.core.cli.demo import report_targets
+
+    summary = {
+        "pixel_size_A": 6.0,
+        "resolution_vs_truth_A": 15.0,
+        "rotation_error_median_deg": 91.37,
+        "rotation_error_sym_median_deg": 3.21,
+        "symmetry_deg": 180.0,
+    }
+    report_targets(summary)
+    out = capsys.readouterr().out
+    assert out.count("3.21") == 1 and "91.37" in out
+    assert "target FSC(0.5) <= 18.0 Å: met" in out
+    assert "target median rotation error (modulo the truth's 180° symmetry) < 5°: met" in out
