@@ -45,8 +45,10 @@ DEMO_SETTINGS: dict[str, Any] = {
 
 def _simulate(ctx: click.Context, data: Path, box: int, n: int, seed: int, workers: int) -> None:
     """Run the registered ``simulate`` command (no direct import of the I/O plugin)."""
-    group = ctx.parent.command if ctx.parent is not None else None
-    cmd = group.get_command(ctx.parent, "simulate") if isinstance(group, click.Group) else None
+    parent = ctx.parent
+    cmd = None
+    if parent is not None and isinstance(parent.command, click.Group):
+        cmd = parent.command.get_command(parent, "simulate")
     if cmd is None:
         raise CryospinError("the demo needs the 'simulate' command (install cryospin-io)")
     args = [
