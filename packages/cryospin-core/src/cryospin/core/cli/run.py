@@ -138,9 +138,12 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("rotation_error_median_deg", "median rotation error", "°"),
         ("rotation_error_mean_deg", "mean rotation error", "°"),
         ("rotation_error_sym_median_deg", "median rotation error modulo the truth's symmetry", "°"),
+        ("shift_error_median_A", "median shift error (after the best global translation)", "Å"),
         ("wall_time_s", "wall time", "s"),
         ("peak_memory_MB", "peak memory", "MB"),
     ]
+    if summary.get("symmetry_deg") is None:  # no symmetry accepted: the same number as above
+        keys = [k for k in keys if k[0] != "rotation_error_sym_median_deg"]
     for key, label, unit in keys:
         if summary.get(key) is not None:
             click.echo(f"{label}: {summary[key]:.2f} {unit}")
