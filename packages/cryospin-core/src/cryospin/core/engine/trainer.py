@@ -29,16 +29,6 @@ from cryospin.core.engine.results import TrainResult, Truth
 from cryospin.core.engine.stages import EngineContext
 
 
-def _evaluator() -> Any:
-    """Return the evaluation glue module, or ``None`` while it is not installed."""
-    try:
-        from cryospin.core.engine import report
-
-        return report
-    except ImportError:  # pragma: no cover
-        return None
-
-
 class Trainer:
     """Reconstruct the particles of ``data`` with the stages of ``cfg``."""
 
@@ -220,11 +210,10 @@ class Trainer:
         return self._close_epoch(rec, epoch, loss, head_change)
 
     def _truth_metrics(self, with_map: bool) -> dict[str, Any]:
-        """Per-epoch metrics vs the truth (pose error, FSC), empty without an evaluator."""
-        ev = _evaluator()
-        if ev is None:
-            return {}
-        return ev.epoch_metrics(self, self.data.indices, with_map=with_map)
+        """Per-epoch metrics vs the truth (pose error, FSC): :func:`.report.epoch_metrics`."""
+        from cryospin.core.engine import report  # the evaluation stack, imported when needed
+
+        return report.epoch_metrics(self, self.data.indices, with_map=with_map)
 
     def _close_epoch(
         self, rec: dict[str, Any], epoch: int, loss: float, head_change: float | None
