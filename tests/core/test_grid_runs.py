@@ -165,3 +165,10 @@ def test_slurm_time_parsing():
     assert got == [90, 2, 120, 11, 1440, 1590, 1441]  # sbatch formats, seconds rounded up
     with pytest.raises(ConfigError, match="--time"):
         launch.parse_time("soon")
+
+
+def test_worker_env_shares_the_cores_among_concurrent_runs():
+    assert launch.worker_env(jobs=3, cores=8, environ={})["OMP_NUM_THREADS"] == "2"
+    assert launch.worker_env(jobs=16, cores=8, environ={})["OMP_NUM_THREADS"] == "1"
+    kept = launch.worker_env(jobs=2, cores=8, environ={"OMP_NUM_THREADS": "5"})
+    assert kept["OMP_NUM_THREADS"] == "5" and kept["PYTHONUNBUFFERED"] == "1"

@@ -104,7 +104,12 @@ class RunConfig(BaseModel):
         description="multiply images by -1; None: the format's default (see engine.data)",
     )
 
-    num_threads: int = Field(2, ge=1)
+    num_threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads of torch; None: torch's default (OMP_NUM_THREADS, else one per "
+        "core). Threads x concurrent runs above the core count slows training many-fold",
+    )
     device: str = "cpu"
     deterministic: bool = True
     max_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after k steps")

@@ -26,8 +26,9 @@ from cryospin.core.errors import InputError
 
 
 def setup_torch(cfg: RunConfig) -> None:
-    """Threads and determinism."""
-    torch.set_num_threads(cfg.num_threads)
+    """Threads (torch's default unless ``num_threads`` is set) and determinism."""
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 

@@ -113,8 +113,24 @@ def launch_inline(dirs: list[Path], report: Report = _quiet,
     return states
 
 
-def _subprocess(run_dir: Path) -> str:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+def worker_env(jobs: int, cores: int | None = None,
+               environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of a local worker: the cores shared out among ``jobs`` concurrent runs.
+
+    Sets ``OMP_NUM_THREADS`` to ``max(1, cores // jobs)`` (``cores``: this process's CPU
+    affinity) unless the environment already sets it; a run's own ``num_threads`` still wins.
+    Without it every run would start one thread per core, and oversubscribed OpenMP threads slow
+    training many-fold (measured here: 27 instead of 550 images/s).
+    """
+    env = dict(os.environ if environ is None else environ, PYTHONUNBUFFERED="1")
+    if "OMP_NUM_THREADS" not in env:
+        n = len(os.sched_getaffinity(0)) if cores is None else cores
+        env["OMP_NUM_THREADS"] = str(max(1, n // max(1, jobs)))
+    return env
+
+
+def _subprocess(run_dir: Path, jobs: int) -> str:
+    env = worker_env(jobs)
     with (run_dir / LOG_FILE).open("a") as log:
         log.write(f"=== cryospin grid: {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
@@ -139,7 +155,7 @@ def launch_local(dirs: list[Path], jobs: int = 1, report: Report = _quiet) -> di
         if stop:
             return "skipped"
         t0 = time.perf_counter()
-        state = _subprocess(d)
+        state = _subprocess(d, jobs)
         report(d, state, time.perf_counter() - t0)
         return state
 
