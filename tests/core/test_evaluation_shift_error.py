@@ -165,7 +165,7 @@ def test_epoch_metrics_aligns_an_off_centre_map() -> None:
     def resolution(shift: np.ndarray) -> tuple[float, float]:
         vol = ndimage.shift(truth.astype(np.float64), shift[::-1], order=5, mode="constant")
         trainer = SimpleNamespace(
-            truth=SimpleNamespace(rotations=true, volume=truth),
+            truth=SimpleNamespace(rotations=true, volume=truth, shifts_A=None),
             rot=torch.as_tensor(true),
             decoder=SimpleNamespace(to_map=lambda: torch.as_tensor(vol)),
             data=SimpleNamespace(pixel_size_A=apix),

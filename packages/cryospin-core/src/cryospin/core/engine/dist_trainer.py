@@ -176,7 +176,7 @@ class DistributedTrainer(Trainer):
         from cryospin.core.engine import report
 
         loc = self.eval_local
-        part = (self.shard.owned_global[loc], self.rot[loc].numpy())
+        part = (self.shard.owned_global[loc], self.rot[loc].numpy(), self.shift[loc].numpy())
         parts: list[Any] = [part]
         if self.world > 1 and truth.rotations is not None:
             parts = [None] * self.world
@@ -184,10 +184,15 @@ class DistributedTrainer(Trainer):
         if self.rank != 0:
             return {}
         gidx = np.concatenate([p[0] for p in parts])
-        rot = torch.as_tensor(np.concatenate([p[1] for p in parts]))
+
+        def sample(x: np.ndarray | None) -> np.ndarray | None:
+            return None if x is None else x[gidx]
+
         view = SimpleNamespace(
-            truth=Truth(truth.volume, None if truth.rotations is None else truth.rotations[gidx]),
-            rot=rot,
+            truth=Truth(truth.volume, sample(truth.rotations), sample(truth.shifts_A)),
+            rot=torch.as_tensor(np.concatenate([p[1] for p in parts])),
+            shift=torch.as_tensor(np.concatenate([p[2] for p in parts])),
+            cfg=self.cfg,
             decoder=self.decoder,
             data=self.data,
         )

@@ -48,9 +48,15 @@ def _cpu_seconds() -> float:
 
 
 def _load_truth(cfg: RunConfig, stack: Any, box: int, apix: float) -> Truth:
+    """Collect the truth for the metrics: the stack's poses and content shifts, when all finite.
+
+    Content shift = -RELION origin, in Å; the ``--gt-map`` is cropped to the working box.
+    """
     truth = Truth()
     if stack.rotations is not None and np.isfinite(np.asarray(stack.rotations)).all():
         truth.rotations = np.asarray(stack.rotations, dtype=np.float64)
+    if stack.shifts_A is not None and np.isfinite(np.asarray(stack.shifts_A)).all():
+        truth.shifts_A = -np.asarray(stack.shifts_A, dtype=np.float64)
     if cfg.gt_map:
         vol, gt_apix = io_bridge.read_map(cfg.gt_map)
         if vol.shape[0] != box:

@@ -34,6 +34,24 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
     symmetry of the truth (:func:`~cryospin.core.evaluation.pose_error.symmetric_pose_errors`)
     when the truth map has one - else with a full
     :func:`~cryospin.core.evaluation.align_maps.align_maps` search (only when ``with_map``).
+
+    Shift errors ``shift_error_{median,mean}_A`` (Å): with true rotations and content shifts
+    (``truth.shifts_A``) and only when the run estimates shifts (``trainer.cfg.shifts``; without it
+    the estimates are all zero and the number would only measure the true shifts), the trainer's
+    current shifts (``trainer.shift`` in pixels: the encoder's winning shifts in the amortized
+    stage, the pose table's in the direct stage) times the pixel size, compared by
+    :func:`~cryospin.core.evaluation.shift_error.shift_error` (best global translation) under the
+    pose alignment above.
+
+    Args:
+        trainer: a :class:`~cryospin.core.engine.trainer.Trainer` or a view with its attributes
+            ``truth``, ``rot`` ``(N, 3, 3)``, ``shift`` ``(N, 2)`` (pixels), ``cfg``,
+            ``decoder`` and ``data.pixel_size_A`` (rows: global indices).
+        idx: global indices of the particles to evaluate.
+        with_map: compute the resolution vs the truth map even without true poses.
+
+    Returns:
+        A JSON-friendly dictionary (empty without a truth).
     """
     out: dict[str, Any] = {}
     truth = trainer.truth
@@ -49,6 +67,12 @@ def epoch_metrics(trainer: Any, idx: np.ndarray, with_map: bool = True) -> dict[
             a = sym.pop("sym_alignment")
             out.update(sym)
             align = (np.asarray(a["rotation"]), a["flipped"])
+        if truth.shifts_A is not None and trainer.cfg.shifts:
+            est_A = trainer.shift[idx].numpy().astype(np.float64) * trainer.data.pixel_size_A
+            aligned = apply_pose_alignment(est, align[0], align[1])
+            sh = shift_error(est_A, truth.shifts_A[idx], aligned)
+            out["shift_error_median_A"] = sh.median
+            out["shift_error_mean_A"] = sh.mean
     if truth.volume is not None and (with_map or align is not None):
         with torch.no_grad():
             vol = trainer.decoder.to_map().detach().float().cpu().numpy()

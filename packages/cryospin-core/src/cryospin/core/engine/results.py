@@ -11,10 +11,18 @@ import torch
 
 @dataclass
 class Truth:
-    """Ground truth for evaluation: a map ``(L, L, L)`` and/or rotations ``(N, 3, 3)`` (global)."""
+    """Ground truth for evaluation; each field ``None`` when unknown. Rows are global indices.
+
+    Attributes:
+        volume: the truth map ``(L, L, L)`` ``[z, y, x]`` at the working box and pixel size.
+        rotations: ``(N, 3, 3)`` true poses (RELION ``A``).
+        shifts_A: ``(N, 2)`` true **content** shifts ``(x, y)`` in Å, i.e. minus RELION's
+            ``rlnOriginX/YAngst`` (:mod:`cryospin.core.evaluation.shift_error`).
+    """
 
     volume: torch.Tensor | None = None
     rotations: np.ndarray | None = None
+    shifts_A: np.ndarray | None = None
 
 
 @dataclass
