@@ -42,7 +42,9 @@ def trainer_state(tr: Any) -> dict[str, Any]:
     Loop position (epoch, step in epoch, global step, stage, switch bookkeeping), models and their
     Adam states, the pose table, the per-particle rows (``rot``, ``prev_rot``, ``winners``,
     ``prev_winners``, ``shift``; first dimension = particle, global index), the trainer's particle
-    set ``indices`` (global), epoch accumulators, stage statistics and the torch RNG state.
+    set ``indices`` (global), epoch accumulators, stage statistics, the torch RNG state, and
+    ``stages``: each pose stage's own ``state_dict()`` by stage name (absent from checkpoints
+    written before it existed; see :func:`restore_stage_states`).
     """
     return {
         "version": CHECKPOINT_VERSION,
@@ -70,6 +72,7 @@ def trainer_state(tr: Any) -> dict[str, Any]:
         "stage_stats": json.loads(json.dumps(tr.stage_stats)),
         "torch_rng": torch.get_rng_state(),
         "done": tr.done,
+        "stages": {name: stage.state_dict() for name, stage in tr.stages.items()},
     }
 
 
@@ -91,6 +94,17 @@ def restore_trainer_state(tr: Any, s: dict[str, Any]) -> None:
     tr.stage_stats = s["stage_stats"]
     torch.set_rng_state(s["torch_rng"])
     tr.done = s["done"]
+
+
+def restore_stage_states(tr: Any, s: dict[str, Any]) -> None:
+    """Load each pose stage's state from a :func:`trainer_state` dictionary ``s``.
+
+    A checkpoint without ``stages`` (written before stage states were saved) leaves the stages as
+    constructed; a stage that is not in the checkpoint keeps its fresh state too.
+    """
+    for name, state in (s.get("stages") or {}).items():
+        if name in tr.stages:
+            tr.stages[name].load_state_dict(state)
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -5,7 +5,12 @@ A stage provides (the protocol the trainer uses):
 * ``setup(ctx)`` - called when the stage starts (or resumes): builds what it needs;
 * ``train_step(ctx, batch) -> StepResult`` - one optimisation step on a batch;
 * ``state_dict()`` / ``load_state_dict(state)`` - its own state for checkpoints (the shared
-  models, optimisers and pose table are checkpointed by the trainer).
+  models, optimisers and pose table are checkpointed by the trainer). The trainer saves every
+  stage's ``state_dict()`` in each checkpoint (key ``stages``) and, on resume, calls
+  ``load_state_dict`` after the current stage's ``setup`` (not at all for a checkpoint written
+  before stage states were saved). Tensors in it come back on the CPU. In a multi-process run
+  rank 0's state is saved and every rank loads it, so it must be the same on every rank:
+  per-particle state belongs in the pose table.
 
 ``amortized`` (paper Sec. 4.1): the encoder proposes ``M`` candidates per image; each is rendered
 (slice, CTF, shift) and the loss is the per-image minimum (winner-takes-all, Eq. 6). Encoder and

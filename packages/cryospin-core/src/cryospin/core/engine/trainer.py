@@ -1,11 +1,12 @@
 """The training loop: stages, switch rule, per-epoch metrics, checkpoints, resume, progress bar.
 
 One :class:`Trainer` reconstructs one set of particles (the whole stack, or one half-set). Its whole
-state - models, optimisers, pose table, epoch and batch position, per-epoch accumulators, RNG state
-- goes into ``<ckpt_dir>/last.pt`` at the end of every epoch, on SIGINT/SIGTERM and at
-``max_steps``; :meth:`Trainer.fit` with ``resume=True`` continues from it, mid-epoch included, in
-either stage. Batches come in an order fixed by ``(seed, epoch)`` and every update is
-deterministic on CPU, so a killed-then-resumed run ends with the same map as an uninterrupted one.
+state - models, optimisers, pose table, the pose stages' own states, epoch and batch position,
+per-epoch accumulators, RNG state - goes into ``<ckpt_dir>/last.pt`` at the end of every epoch,
+on SIGINT/SIGTERM and at ``max_steps``; :meth:`Trainer.fit` with ``resume=True`` continues from
+it, mid-epoch included, in either stage. Batches come in an order fixed by ``(seed, epoch)`` and
+every update is deterministic on CPU, so a killed-then-resumed run ends with the same map as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -124,11 +125,15 @@ class Trainer:
         return ckpt.trainer_state(self)
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output and restart the current stage where it was."""
+        """Restore :meth:`state_dict` output and restart the current stage where it was.
+
+        The stages' own states are loaded last, after the current stage's ``setup``.
+        """
         ckpt.restore_trainer_state(self, s)
         if self.stage_name == "direct" and self.table_ready:
             self.stages["direct"].setup(self.ctx)
             # the optimiser state restored above already carries the lowered learning rate
+        ckpt.restore_stage_states(self, s)
 
     def save(self) -> None:
         """Checkpoint now (atomically), then call :attr:`on_checkpoint`."""
@@ -160,6 +165,7 @@ class Trainer:
             gen = torch.Generator().manual_seed(self.cfg.seed + 1)
             self.table.set_base(rows, random_rotations(len(rows), generator=gen))
         self.rot[rows] = self.table.rotations(rows).detach()
+        self.shift[rows] = self.table.shift[rows]
         self.table_ready = True
         self.stages["direct"].setup(self.ctx)
 
