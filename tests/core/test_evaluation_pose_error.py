@@ -253,3 +253,19 @@ def test_symmetric_pose_errors_resolve_a_c2_truth(flipped: bool) -> None:
     assert out["symmetry_deg"] is None and out["rotation_error_sym_median_deg"] > 45
     with pytest.raises(ValueError, match="shapes differ"):
         symmetric_pose_errors(est[:5], true, None, None)
+
+
+@pytest.mark.parametrize("box", [24, 40])
+def test_refine_self_symmetry_recovers_a_c2_axis_from_a_rough_guess(box: int) -> None:
+    from cryospin.core.evaluation.map_ops import real_space_correlation, refine_self_symmetry
+
+    s_true = np.diag([-1.0, -1.0, 1.0])  # the C2 of _c2_map: 180 degrees about z
+    rough = Rotation.from_rotvec(np.radians([12.0, -10.0, 8.0])).as_matrix() @ s_true
+    vol = _c2_map(box)
+    assert real_space_correlation(vol, rotate_map(vol, rough)) < 0.9  # the guess alone fails
+    s, corr = refine_self_symmetry(vol, rough)  # searched on the map cropped to 16 voxels
+    assert corr > 0.99
+    assert np.degrees(Rotation.from_matrix(s.T @ s_true).magnitude()) < 1.0
+    # an asymmetric map finds no rotation near the guess that leaves it invariant
+    _, corr = refine_self_symmetry(blob_map(box, seed=33), rough)
+    assert corr < 0.9

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.evaluation.map_ops import real_space_correlation, rotate_map
+from cryospin.core.evaluation.map_ops import refine_self_symmetry
 from cryospin.core.so3 import geodesic_distance_deg
 
 __all__ = [
@@ -320,9 +320,11 @@ def symmetric_pose_errors(
     2. the residual rotations ``E_i = A_true,i^T A_aligned,i``: if at least ``min_share`` of them
        are more than 90 degrees from the identity, the most populated such rotation (within 15
        degrees, SVD-refined) is a candidate symmetry ``S``;
-    3. ``S`` is accepted only if the **truth map** is invariant under it: the real-space
-       correlation of the truth and the truth rotated by ``S`` about the box centre
-       (:func:`~cryospin.core.evaluation.map_ops.rotate_map`) is at least ``min_correlation``.
+    3. ``S`` is refined against the truth map (the nearby rotation under which the truth best
+       correlates with itself, :func:`~cryospin.core.evaluation.map_ops.refine_self_symmetry`:
+       a cluster centre of noisy residuals is a few degrees off) and accepted only if the
+       **truth map** is invariant under it: the real-space correlation of the truth and the
+       truth rotated by ``S`` about the box centre is at least ``min_correlation``.
        Each particle then keeps the nearer of ``A_aligned,i`` and ``A_aligned,i S^T`` to its
        true pose, and the global rotation and hand are searched again (:func:`rotation_error`).
 
@@ -358,8 +360,7 @@ def symmetric_pose_errors(
     out: dict[str, Any] = {"symmetry_deg": None, "symmetry_correlation": None}
     fixed = aligned
     if truth_map is not None and len(far) > 0 and len(far) >= min_share * len(est):
-        s_rot, _ = _cluster_center(far)
-        corr = real_space_correlation(truth_map, rotate_map(truth_map, s_rot))
+        s_rot, corr = refine_self_symmetry(truth_map, _cluster_center(far)[0])
         out["symmetry_correlation"] = float(corr)
         if corr >= min_correlation:
             out["symmetry_deg"] = float(_angle_from_trace(np.trace(s_rot)))
