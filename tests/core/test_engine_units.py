@@ -187,19 +187,36 @@ def test_auto_switch_rule():
     rule = RunConfig(
         auto_switch={
             "head_change_max": 0.1,
+            "head_plateau_window": 2,
+            "head_plateau_drop": 0.02,
             "loss_change_max": 0.02,
             "patience": 2,
             "min_epochs": 2,
-            "max_epochs": 6,
+            "max_epochs": 9,
         }
     ).auto_switch
-    assert rule.decide(1, 0.0, 0.0, 0) == (False, 0)  # before min_epochs
-    assert rule.decide(2, None, 0.0, 0) == (False, 0)  # no head change known yet
-    assert rule.decide(2, 0.05, 0.01, 0) == (False, 1)  # met once, patience 2
-    assert rule.decide(3, 0.05, 0.01, 1) == (True, 2)  # met twice in a row
-    assert rule.decide(3, 0.5, 0.01, 1) == (False, 0)  # heads still changing: streak reset
-    assert rule.decide(4, 0.05, 0.5, 1) == (False, 0)  # loss still changing
-    assert rule.decide(6, 0.9, 0.9, 0) == (True, 0)  # max_epochs reached
+    assert rule.decide(1, [None, 0.0], 0.0, 0) == (False, 0)  # before min_epochs
+    assert rule.decide(2, [None], 0.0, 0) == (False, 0)  # no head change known yet
+    assert rule.decide(2, [None, 0.05], 0.01, 0) == (False, 1)  # met once, patience 2
+    assert rule.decide(3, [None, 0.05, 0.05], 0.01, 1) == (True, 2)  # met twice in a row
+    assert rule.decide(3, [None, 0.9, 0.5], 0.01, 1) == (False, 0)  # heads still changing
+    assert rule.decide(4, [None, 0.9, 0.5, 0.05], 0.5, 1) == (False, 0)  # loss still changing
+    assert rule.decide(9, [None, 0.9], 0.9, 0) == (True, 0)  # max_epochs reached
+
+
+def test_auto_switch_head_change_plateau():
+    """Head change that stops falling above head_change_max counts as settled (C2 particles)."""
+    rule = RunConfig(
+        auto_switch={"head_plateau_window": 3, "head_plateau_drop": 0.02, "max_epochs": 50}
+    ).auto_switch
+    falling = [None, 0.8, 0.6, 0.45, 0.35]
+    assert not rule.heads_settled(falling)  # fell 0.25 over the last 3 epochs
+    flat = falling + [0.31, 0.30, 0.33, 0.30]
+    assert rule.heads_settled(flat)  # 0.35 -> 0.30 over 4 epochs, but 0.31 -> 0.30 over 3
+    assert not rule.heads_settled(flat[:6])  # 0.45 -> 0.31 over the last 3 epochs
+    assert not rule.heads_settled([None, 0.3, 0.3])  # window longer than the history
+    assert rule.decide(9, flat, 0.001, 2) == (True, 3)  # with the loss settled: patience 3
+    assert rule.decide(9, flat, 0.01, 2) == (False, 0)  # loss change above 0.002
 
 
 def test_mask_radius_grows_linearly():

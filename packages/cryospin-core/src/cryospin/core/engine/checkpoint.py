@@ -57,6 +57,7 @@ def trainer_state(tr: Any) -> dict[str, Any]:
         "table_ready": tr.table_ready,
         "switch_epoch": tr.switch_epoch,
         "patience": tr.patience,
+        "head_changes": list(tr.head_changes),
         "prev_loss": tr.prev_loss,
         "decoder": tr.decoder.state_dict(),
         "dec_opt": tr.dec_opt.state_dict(),
@@ -82,6 +83,7 @@ def restore_trainer_state(tr: Any, s: dict[str, Any]) -> None:
     tr.global_step, tr.stage_name = s["global_step"], s["stage"]
     tr.table_ready, tr.switch_epoch = s["table_ready"], s["switch_epoch"]
     tr.patience, tr.prev_loss = s["patience"], s["prev_loss"]
+    tr.head_changes = list(s.get("head_changes", []))  # absent before the plateau rule
     tr.decoder.load_state_dict(s["decoder"])
     tr.dec_opt.load_state_dict(s["dec_opt"])
     if tr.encoder is not None and s["encoder"] is not None:

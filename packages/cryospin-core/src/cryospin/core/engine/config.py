@@ -7,6 +7,7 @@ A bad value raises :class:`cryospin.core.errors.ConfigError` with one line namin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,39 +20,66 @@ from cryospin.core.errors import ConfigError
 class AutoSwitch(BaseModel):
     """The automatic rule for leaving the amortized stage (``switch: auto``).
 
-    After every amortized epoch ``e >= min_epochs`` the engine computes
+    After every amortized epoch ``e >= min_epochs`` the engine knows
 
     * ``head_change``: the share of particles whose winning head differs from epoch ``e - 1``;
     * ``loss_change``: ``|loss_e - loss_{e-1}| / loss_{e-1}`` (mean winner-takes-all loss).
 
-    It switches to the direct stage when both are at or below their thresholds for ``patience``
-    consecutive epochs, or at the latest after ``max_epochs`` amortized epochs. Rationale (paper
-    Sec. 4.2): once the pose posterior is unimodal, the encoder's winning head stops changing and
-    the loss plateaus; further amortized epochs then only pay the amortization gap.
+    The heads count as settled when ``head_change <= head_change_max``, or when it has stopped
+    falling: it dropped by at most ``head_plateau_drop`` over the last ``head_plateau_window``
+    epochs. The plateau test is needed because the level at which head change settles depends on
+    the particle: on the HSP90 benchmark (a C2 dimer, 7 heads) it stays at 0.26-0.35 from epoch 14
+    on, heads swapping between symmetry mates, so an absolute threshold never fires. The rule
+    switches when the heads are settled and ``loss_change <= loss_change_max`` for ``patience``
+    consecutive epochs, or at the latest after ``max_epochs`` amortized epochs.
+
+    Rationale (paper Sec. 4.2): once the pose posterior is unimodal the winning head stops
+    changing and the loss plateaus; further amortized epochs only pay the amortization gap.
+    Evidence (README, "Benchmarks"): on HSP90 a switch after 10 epochs froze the poses at a 34°
+    median error, a switch after 40 reached 4.9°; the pose error kept falling while the loss
+    still changed by more than 0.2% per epoch, hence the tight default. With a growing frequency
+    mask the loss also changes because the mask does, which holds the switch until the mask has
+    nearly reached its final radius.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     head_change_max: float = Field(0.1, ge=0, le=1)
-    loss_change_max: float = Field(0.02, ge=0)
-    patience: int = Field(1, ge=1)
-    min_epochs: int = Field(2, ge=1)
+    head_plateau_drop: float = Field(0.02, ge=0, le=1)
+    head_plateau_window: int = Field(5, ge=1)
+    loss_change_max: float = Field(0.002, ge=0)
+    patience: int = Field(3, ge=1)
+    min_epochs: int = Field(5, ge=1)
     max_epochs: int = Field(15, ge=1)
 
+    def heads_settled(self, head_changes: Sequence[float | None]) -> bool:
+        """Whether the newest of ``head_changes`` (one per amortized epoch) meets the rule."""
+        if not head_changes or head_changes[-1] is None:
+            return False
+        now = head_changes[-1]
+        if now <= self.head_change_max:
+            return True
+        w = self.head_plateau_window
+        before = head_changes[-1 - w] if len(head_changes) > w else None
+        return before is not None and before - now <= self.head_plateau_drop
+
     def decide(
-        self, epochs_done: int, head_change: float | None, loss_change: float | None, streak: int
+        self,
+        epochs_done: int,
+        head_changes: Sequence[float | None],
+        loss_change: float | None,
+        streak: int,
     ) -> tuple[bool, int]:
         """Apply the rule after an amortized epoch: ``(switch now, new streak count)``.
 
-        ``streak`` counts the consecutive epochs that met both thresholds so far; ``None``
-        changes (first epoch) never meet them. With a growing frequency mask the loss also changes
-        because the mask does; set ``loss_change_max`` accordingly.
+        ``head_changes`` holds the head change of every amortized epoch so far (``None`` where
+        unknown, e.g. the first); ``streak`` counts the consecutive epochs that met the rule so
+        far; a ``None`` loss change never meets it.
         """
         ok = (
             epochs_done >= self.min_epochs
-            and head_change is not None
+            and self.heads_settled(head_changes)
             and loss_change is not None
-            and head_change <= self.head_change_max
             and loss_change <= self.loss_change_max
         )
         streak = streak + 1 if ok else 0

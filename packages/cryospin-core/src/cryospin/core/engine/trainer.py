@@ -108,6 +108,7 @@ class Trainer:
         self.table_ready = False
         self.switch_epoch: int | None = None
         self.patience = 0
+        self.head_changes: list[float | None] = []  # per amortized epoch (switch: auto)
         self.prev_loss: float | None = None
         n = self.n_total
         self.rot = torch.eye(3).repeat(n, 1, 1)
@@ -181,8 +182,9 @@ class Trainer:
             if self.prev_loss in (None, 0)
             else abs(loss - self.prev_loss) / abs(self.prev_loss)
         )
+        self.head_changes.append(head_change)
         switch, self.patience = cfg.auto_switch.decide(
-            done, head_change, loss_change, self.patience
+            done, self.head_changes, loss_change, self.patience
         )
         return switch
 
