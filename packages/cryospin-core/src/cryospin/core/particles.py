@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cryospin.core.errors import InputError
+
 
 class ImageReader(Protocol):
     """Lazy access to a stack's images, in metadata (particle) order.
@@ -77,7 +79,7 @@ class ParticleStack:
 
     path: Path
     images: ImageReader
-    box: int
+    box: int | None
     pixel_size_A: float
     ctf: CTFParams
     rotations: np.ndarray | None = None
@@ -90,3 +92,14 @@ class ParticleStack:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def require_box(self) -> int:
+        """Return the image side L in pixels, for code that needs the images' size.
+
+        Raises:
+            InputError: the box is unknown (metadata opened without its images whose file does
+                not state the box).
+        """
+        if self.box is None:
+            raise InputError(f"{self.path}: box size unknown: open the stack with its images")
+        return self.box

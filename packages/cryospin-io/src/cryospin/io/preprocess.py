@@ -68,11 +68,12 @@ def measure_contrast(stack: ParticleStack, n: int = 64, seed: int = 0) -> tuple[
     of that statistic over the images and its t-value (mean / standard error). Positive means
     protein-bright. Weak for filaments or particles that do not fill the centre.
     """
+    box = stack.require_box()
     count = len(stack)
     pick = np.sort(np.random.default_rng(seed).choice(count, min(n, count), replace=False))
     images = stack.images.read(pick).astype(np.float64)
-    inner = circular_mask(stack.box, 0.4)
-    outer = ~circular_mask(stack.box, 0.8)
+    inner = circular_mask(box, 0.4)
+    outer = ~circular_mask(box, 0.8)
     bg_std = images[:, outer].std(axis=1)
     bg_std[bg_std == 0] = 1.0
     stat = (images[:, inner].mean(axis=1) - images[:, outer].mean(axis=1)) / bg_std
@@ -190,19 +191,21 @@ def preprocess(stack: ParticleStack, options: PreprocessOptions) -> ParticleStac
     The box and pixel size follow the downsampling; CTFs, poses and shifts (in Å) are unchanged.
 
     Raises:
-        InputError: the target box is odd, not positive, or larger than the stack's box.
+        InputError: the stack's box is unknown (opened without images), or the target box is
+            odd, not positive, or larger than the stack's box.
     """
+    in_box = stack.require_box()
     box = options.box
     if box is not None:
         if box <= 0 or box % 2:
             raise InputError(f"--box {box}: expected a positive even box size")
-        if box > stack.box:
+        if box > in_box:
             raise InputError(
-                f"--box {box}: larger than the stack's {stack.box} px images ({stack.path}); "
+                f"--box {box}: larger than the stack's {in_box} px images ({stack.path}); "
                 "expected a box no larger than the images"
             )
-    reader = PreprocessedReader(stack.images, stack.box, options)
-    scale = stack.box / reader.box
+    reader = PreprocessedReader(stack.images, in_box, options)
+    scale = in_box / reader.box
     return dataclasses.replace(
         stack,
         images=reader,

@@ -278,6 +278,7 @@ def read_star(
 
     ctf = _ctf(path, particles, col)
     per_particle_ps, ps_field = _pixel_sizes(path, merged)
+    box: int | None
     if images:
         reader, box, headers = _open_images(path, particles, merged, datadir, stack)
     else:

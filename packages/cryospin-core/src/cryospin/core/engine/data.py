@@ -105,8 +105,8 @@ class ParticleData:
         noise_std: float | None = None,
     ) -> None:
         self.stack = stack
-        self.raw_box = int(stack.box)
-        self.box = int(box or stack.box)
+        self.raw_box = int(stack.require_box())
+        self.box = int(box or self.raw_box)
         if self.box > self.raw_box or self.box % 2:
             raise InputError(f"box {self.box} must be even and at most the stack's {self.raw_box}")
         self.pixel_size_A = float(stack.pixel_size_A) * self.raw_box / self.box
