@@ -61,6 +61,16 @@ class EngineContext:
             return float(self.cfg.max_shift_A) / self.pixel_size_A
         return self.box / 4
 
+    def encoder_and_optimizer(self) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """Return the encoder and its optimiser, which the amortized stage needs.
+
+        Raises:
+            RuntimeError: the run was built without an encoder or its optimiser.
+        """
+        if self.encoder is None or self.enc_opt is None:
+            raise RuntimeError("the amortized stage needs an encoder and its optimiser")
+        return self.encoder, self.enc_opt
+
 
 @dataclass
 class StepResult:
@@ -87,15 +97,15 @@ class AmortizedStage(PoseStage):
     name = "amortized"
 
     def setup(self, ctx: EngineContext) -> None:
-        """Nothing to build: the trainer owns the encoder optimiser."""
-        if ctx.encoder is None or ctx.enc_opt is None:
-            raise RuntimeError("the amortized stage needs an encoder")
+        """Nothing to build (the trainer owns the encoder optimiser); checks that both exist."""
+        ctx.encoder_and_optimizer()
 
     def candidates(
         self, ctx: EngineContext, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate rotations ``(B, M, 3, 3)`` and shifts in pixels ``(B, M|1, 2)`` or ``None``."""
-        out = ctx.encoder(batch.images)
+        encoder, _ = ctx.encoder_and_optimizer()
+        out = encoder(batch.images)
         shifts = None
         if ctx.cfg.shifts:
             if out.shifts_A is not None:
@@ -114,8 +124,9 @@ class AmortizedStage(PoseStage):
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
         """One Adam step of encoder and decoder (and table shifts) on the WTA loss."""
-        ctx.encoder.train()
-        out = ctx.encoder(batch.images)
+        encoder, enc_opt = ctx.encoder_and_optimizer()
+        encoder.train()
+        out = encoder(batch.images)
         rows = torch.as_tensor(batch.indices)
         table_shift = None
         shifts = None
@@ -127,15 +138,18 @@ class AmortizedStage(PoseStage):
                 shifts = table_shift[:, None]
         per = self.losses(ctx, batch, out.rotations, shifts)
         loss, win = winner_takes_all(per)
-        ctx.enc_opt.zero_grad(set_to_none=True)
+        enc_opt.zero_grad(set_to_none=True)
         ctx.dec_opt.zero_grad(set_to_none=True)
         loss.backward()
-        ctx.enc_opt.step()
+        enc_opt.step()
         ctx.dec_opt.step()
         ar = torch.arange(len(win))
         best_shift = None
         if table_shift is not None:
-            ctx.table.opt_shift.step(rows, table_shift.grad.detach().cpu() * len(rows))
+            grad = table_shift.grad
+            if grad is None:
+                raise RuntimeError("the WTA loss did not reach the pose-table shifts")
+            ctx.table.opt_shift.step(rows, grad.detach().cpu() * len(rows))
             _clamp_rows(ctx.table, rows, ctx.max_shift_px)
             best_shift = ctx.table.shift[rows].clone()
         elif shifts is not None:
@@ -151,7 +165,8 @@ class AmortizedStage(PoseStage):
 
         Returns ``(global indices, rotations (n, 3, 3), shifts_px (n, 2) or None, winners (n,))``.
         """
-        ctx.encoder.eval()
+        encoder, _ = ctx.encoder_and_optimizer()
+        encoder.eval()
         idx_all, rots, shifts, wins = [], [], [], []
         for start in range(0, len(data), batch_size):
             gidx = data.indices[start : start + batch_size]
@@ -167,7 +182,7 @@ class AmortizedStage(PoseStage):
                 shifts.append((s[ar, win] if s.shape[1] > 1 else s[:, 0]).cpu())
             if progress is not None:
                 progress(len(gidx))
-        ctx.encoder.train()
+        encoder.train()
         return (
             np.concatenate(idx_all),
             torch.cat(rots),
