@@ -251,8 +251,11 @@ class DistributedTrainer(Trainer):
         self.stages["direct"].setup(self.ctx)
 
     # -- the loop --------------------------------------------------------------------------
-    def _step(self, stage: Any, lidx: np.ndarray, n_global: int) -> tuple[float, int]:
-        """One training step on this rank's share ``lidx`` of a global batch of ``n_global``."""
+    def _step(self, stage: Any, lidx: np.ndarray, n_global: int | None = None) -> tuple[float, int]:
+        """One training step on this rank's share ``lidx`` of a global batch of ``n_global``.
+
+        ``n_global`` ``None`` means ``lidx`` is the whole global batch.
+        """
         n_r = len(lidx)
         if n_r == 0:
             # no particle of this global batch is ours: take part in the all-reduce with weight
@@ -262,7 +265,7 @@ class DistributedTrainer(Trainer):
             stage.train_step(self.ctx, self.data.batch(np.zeros(1, np.int64), self.device))
             self.table.set_row_state(0, snap)
             return 0.0, 0
-        self.hook_state.weight = n_r / n_global
+        self.hook_state.weight = n_r / (n_r if n_global is None else n_global)
         res = stage.train_step(self.ctx, self.data.batch(lidx, self.device))
         self._store_result(lidx, res)
         return res.loss * n_r, n_r

@@ -201,10 +201,11 @@ def run_reconstruction(
         # express half 2's poses in half 1's frame: rotations, and shifts for the map's 3D
         # translation (cryospin.core.evaluation.shift_error)
         i2 = results[1].indices
-        rotations[i2] = apply_pose_alignment(
-            rotations[i2], gs.alignment.rotation, gs.alignment.flipped
-        )
-        shifts_px[i2] = align_shifts(shifts_px[i2], rotations[i2], gs.alignment.shift_A / apix)
+        align = gs.alignment
+        if align is None:  # half_map_fsc aligns by default
+            raise RuntimeError("half-map FSC returned no alignment of half 2 onto half 1")
+        rotations[i2] = apply_pose_alignment(rotations[i2], align.rotation, align.flipped)
+        shifts_px[i2] = align_shifts(shifts_px[i2], rotations[i2], align.shift_A / apix)
     if truth.volume is not None:
         from cryospin.core.evaluation.fsc_eval import fsc_vs_truth
 

@@ -20,7 +20,7 @@ class Truth:
             ``rlnOriginX/YAngst`` (:mod:`cryospin.core.evaluation.shift_error`).
     """
 
-    volume: torch.Tensor | None = None
+    volume: np.ndarray | None = None
     rotations: np.ndarray | None = None
     shifts_A: np.ndarray | None = None
 
@@ -34,7 +34,7 @@ class TrainResult:
     rotations: np.ndarray  # (n, 3, 3)
     shifts_px: np.ndarray | None  # (n, 2) content translation in pixels
     winners: np.ndarray | None  # (n,) winning head at the last amortized pass, -1 if none
-    stage_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    stage_stats: dict[str, dict[str, float | None]] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     n_heads: int = 1
     switch_epoch: int | None = None

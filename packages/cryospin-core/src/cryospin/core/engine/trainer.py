@@ -77,7 +77,9 @@ class Trainer:
             self.encoder = enc_cls(enc_conf, self.data.box, self.data.pixel_size_A).to(self.device)
             self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
         self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
-        self.table = PoseTable(self.n_total, cfg.lr_pose, cfg.lr_shift, tuple(cfg.pose_betas))
+        self.table = PoseTable(
+            self.n_total, cfg.lr_pose, cfg.lr_shift, (cfg.pose_betas[0], cfg.pose_betas[1])
+        )
         self.ctx = EngineContext(
             cfg,
             self.decoder,
@@ -270,8 +272,12 @@ class Trainer:
         if res.shifts_px is not None:
             self.shift[idx] = res.shifts_px.to(self.shift.dtype)
 
-    def _step(self, stage: Any, gidx: np.ndarray) -> tuple[float, int]:
-        """One training step on the particles ``gidx``: ``(summed loss, number of particles)``."""
+    def _step(self, stage: Any, gidx: np.ndarray, n_global: int | None = None) -> tuple[float, int]:
+        """One training step on the particles ``gidx``: ``(summed loss, number of particles)``.
+
+        ``n_global`` is the size of the global batch ``gidx`` is a share of (``None``: ``gidx``
+        is the whole batch); one process always trains whole batches, so it is unused here.
+        """
         res = stage.train_step(self.ctx, self.data.batch(gidx, self.device))
         self._store_result(gidx, res)
         return res.loss * len(gidx), len(gidx)
@@ -371,7 +377,7 @@ class Trainer:
             self.shift[rows] = self.table.shift[rows]
         with torch.no_grad():
             vol = self.decoder.to_map().detach().float().cpu()
-        stats = {}
+        stats: dict[str, dict[str, float | None]] = {}
         for name, st in self.stage_stats.items():
             stats[name] = {
                 **st,
