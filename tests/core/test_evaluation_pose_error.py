@@ -269,3 +269,23 @@ def test_refine_self_symmetry_recovers_a_c2_axis_from_a_rough_guess(box: int) ->
     # an asymmetric map finds no rotation near the guess that leaves it invariant
     _, corr = refine_self_symmetry(blob_map(box, seed=33), rough)
     assert corr < 0.9
+
+
+def test_symmetry_is_judged_at_a_fixed_coarse_sampling() -> None:
+    """Asymmetric detail finer than the 32-voxel sampling does not hide a low-resolution C2."""
+    from cryospin.core.evaluation.map_ops import real_space_correlation, refine_self_symmetry
+
+    box = 64
+    s_true = np.diag([-1.0, -1.0, 1.0])
+    vol = 3 * _c2_map(box)
+    rng = np.random.default_rng(34)
+    spec = np.fft.fftshift(np.fft.fftn(rng.standard_normal((box,) * 3)))
+    k = np.arange(box) - box // 2
+    kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
+    spec[np.sqrt(kx**2 + ky**2 + kz**2) < 20] = 0  # only beyond the 32-voxel Nyquist (16)
+    detail = np.real(np.fft.ifftn(np.fft.ifftshift(spec)))
+    vol = vol + 0.5 * detail / detail.std() * vol.std()
+    assert real_space_correlation(vol, rotate_map(vol, s_true)) < 0.9  # full sampling
+    s, corr = refine_self_symmetry(vol, s_true)
+    assert corr > 0.95
+    assert np.degrees(Rotation.from_matrix(s.T @ s_true).magnitude()) < 1.0

@@ -324,7 +324,9 @@ def symmetric_pose_errors(
        correlates with itself, :func:`~cryospin.core.evaluation.map_ops.refine_self_symmetry`:
        a cluster centre of noisy residuals is a few degrees off) and accepted only if the
        **truth map** is invariant under it: the real-space correlation of the truth and the
-       truth rotated by ``S`` about the box centre is at least ``min_correlation``.
+       truth rotated by ``S`` about the box centre, both Fourier-cropped to at most 32 voxels
+       (a fixed sampling, since the correlation of a pseudo-symmetric complex falls with finer
+       sampling), is at least ``min_correlation``.
        Each particle then keeps the nearer of ``A_aligned,i`` and ``A_aligned,i S^T`` to its
        true pose, and the global rotation and hand are searched again (:func:`rotation_error`).
 
