@@ -132,3 +132,24 @@ def test_trainer_logs_the_shift_error_of_its_current_shifts(tmp_path):
     )
     np.testing.assert_allclose(recs[-1]["shift_error_median_A"], want.median, rtol=1e-6)
     np.testing.assert_allclose(recs[-1]["shift_error_mean_A"], want.mean, rtol=1e-6)
+
+
+def test_summary_reports_the_shift_error_only_when_the_run_estimates_shifts(tmp_path):
+    from cryospin.core.engine.pipeline import run_reconstruction
+
+    toy = make_dataset(tmp_path / "toy", n=24, box=16, snr=5.0, seed=5, max_shift_px=2.0)
+    for shifts in (True, False):
+        cfg = validate_config(
+            {
+                "particles": str(toy["star"]),
+                "stage_schedule": "direct",
+                "batch_size": 12,
+                "epochs": 1,
+                "shifts": shifts,
+                "progress": False,
+                "num_threads": 1,
+            }
+        )
+        summary = run_reconstruction(cfg, tmp_path / f"run-{shifts}")
+        assert ("shift_error_median_A" in summary) is shifts
+        assert "rotation_error_median_deg" in summary

@@ -28,8 +28,8 @@ def test_demo_tiny(tmp_path):
     sym = f"{summary['rotation_error_sym_median_deg']:.2f}"
     shown = sum("modulo" in line and sym in line for line in res.output.splitlines())
     assert shown == (0 if summary["symmetry_deg"] is None else 1)
-    # simulated particles have true shifts: shift error after the best global translation
-    assert summary["shift_error_median_A"] >= 0 and len(summary["global_shift_A"]) == 3
+    # the demo does not estimate shifts, so no shift error is reported (it would restate the truth)
+    assert "shift_error_median_A" not in summary and "median shift error" not in res.output
 
 
 def test_demo_prints_the_symmetric_error_once(capsys):

@@ -216,16 +216,14 @@ def run_reconstruction(
         summary["resolution_vs_truth_A"] = vt.resolution_A
     if truth.rotations is not None:
         # rotation errors (also modulo a symmetry of the truth map, e.g. HSP90's C2) and, when
-        # the particle file has shifts, shift errors (content shift = -RELION origin)
-        true_shifts = stack.shifts_A
-        if true_shifts is not None and not np.isfinite(np.asarray(true_shifts)).all():
-            true_shifts = None
+        # the run estimates shifts and the particle file has them, shift errors (without
+        # --shifts every estimate is 0 and the "error" would only restate the true shifts)
         summary.update(
             report.truth_pose_metrics(
                 rotations,
                 shifts_px * apix,
                 truth.rotations,
-                None if true_shifts is None else -np.asarray(true_shifts, dtype=np.float64),
+                truth.shifts_A if cfg.shifts else None,
                 truth.volume,
                 vt.alignment if truth.volume is not None else None,
             )
