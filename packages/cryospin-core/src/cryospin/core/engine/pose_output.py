@@ -23,7 +23,7 @@ import torch
 
 from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine import io_bridge
-from cryospin.core.so3 import exp_map
+from cryospin.core.engine.pose_table import table_rotations
 
 
 def write_pose_files(
@@ -59,7 +59,7 @@ def _rows(
     s = torch.as_tensor(sel, dtype=torch.int64)
     if ready:
         with torch.no_grad():
-            r = exp_map(table["omega"][s]) @ table["base"][s]
+            r = table_rotations(table["omega"][s], table["base"][s])
         t = table["shift"][s]
     else:
         r, t = rot[s], shift[s]
@@ -99,16 +99,26 @@ def checkpoint_poses(
     return tuple(np.concatenate([p[k] for p in parts]) for k in range(3))  # type: ignore[return-value]
 
 
+def _by_index(
+    n: int, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 3, 3)`` rotations and ``(n, 2)`` shifts from ``(indices, rotations, shifts)`` parts.
+
+    Particles of no part get the identity and a zero shift.
+    """
+    rot, shift = np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 2))
+    for gidx, r, s in parts:
+        rot[gidx], shift[gidx] = r, s
+    return rot, shift
+
+
 def assemble_poses(ckpt_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Rotations ``(n, 3, 3)`` and shifts ``(n, 2)`` px of a checkpoint, by global index.
 
     Particles the checkpoint does not hold (the other half-set) get the identity and zero shift.
     O(n) memory: for the process that writes files, and for inspection.
     """
-    rot, shift = np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 2))
-    gidx, r, s = checkpoint_poses(ckpt_dir)
-    rot[gidx], shift[gidx] = r, s
-    return rot, shift
+    return _by_index(n, [checkpoint_poses(ckpt_dir)])
 
 
 class CheckpointPoses:
@@ -134,16 +144,12 @@ class CheckpointPoses:
 
     def __call__(self, ckpt_dir: Path, state: dict[str, Any]) -> None:
         """Write the pose files; ``state`` is what was just saved in ``ckpt_dir/last.pt``."""
-        n = len(self.stack)
-        rot, shift = np.tile(np.eye(3), (n, 1, 1)), np.zeros((n, 2))
-        for d in self.ckpt_dirs:
-            if d == Path(ckpt_dir):
-                gidx, r, s = checkpoint_poses(d, state)
-            elif (d / ckpt.CHECKPOINT_NAME).exists():
-                gidx, r, s = checkpoint_poses(d)
-            else:
-                continue
-            rot[gidx], shift[gidx] = r, s
+        parts = [
+            checkpoint_poses(d, state if d == Path(ckpt_dir) else None)
+            for d in self.ckpt_dirs
+            if d == Path(ckpt_dir) or (d / ckpt.CHECKPOINT_NAME).exists()
+        ]
+        rot, shift = _by_index(len(self.stack), parts)
         write_pose_files(
             self.out, self.particles, self.stack, rot, shift, self.pixel_size_A, self.box
         )

@@ -20,6 +20,19 @@ import torch
 from cryospin.core.engine import ops
 
 
+def table_rotations(omega: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Apply the table's pose formula ``R = exp(w) R0`` (paper Sec. 4.2): ``(B, 3, 3)`` rotations.
+
+    Args:
+        omega: ``(B, 3)`` axis-angle perturbations ``w`` (radians).
+        base: ``(B, 3, 3)`` rotations ``R0`` held since the switch (RELION ``A``).
+
+    Used by :class:`PoseTable` and to read poses out of a saved table state
+    (:mod:`cryospin.core.engine.pose_output`).
+    """
+    return ops.exp_map(omega) @ base
+
+
 class RowSparseAdam:
     """Adam over rows of a 2D parameter ``(N, k)``, updating only the rows it is given."""
 
@@ -105,11 +118,11 @@ class PoseTable:
         """Rotations ``(B, 3, 3)`` of ``rows`` (differentiable in ``omega`` when given)."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         w = self.omega[rows] if omega is None else omega
-        return ops.exp_map(w) @ self.base[rows].to(w.device)
+        return table_rotations(w, self.base[rows].to(w.device))
 
     def all_rotations(self) -> torch.Tensor:
         """``(N, 3, 3)`` current rotations."""
-        return ops.exp_map(self.omega) @ self.base
+        return table_rotations(self.omega, self.base)
 
     def row_state(self, row: int) -> dict[str, torch.Tensor]:
         """Return copies of all ``row`` holds: pose, shift, Adam moments and step counts."""
