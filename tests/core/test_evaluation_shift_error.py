@@ -140,6 +140,10 @@ def test_translation_search_recovers_subvoxel_shift(box: int) -> None:
         np.testing.assert_allclose(translation_search(ref, vol), t, atol=0.1)
         found = translation_search(ref, vol)
         assert real_space_correlation(rotate_map(vol, np.eye(3), found), ref) > 0.998
+    # the integer FFT peak alone: the nearest integer shift (no component within 0.4 of a half)
+    t = np.array([1.3, -2.4, 0.2])
+    ref = ndimage.shift(vol, t[::-1], order=5, mode="constant")
+    np.testing.assert_array_equal(translation_search(ref, vol, subvoxel=False), np.round(t))
 
 
 def test_truth_pose_metrics_reports_shift_errors() -> None:

@@ -110,7 +110,7 @@ class Level:
     def shift_search(self, rot: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Best integer translation update by FFT cross-correlation of the aligned and ref maps."""
         moved = rotate_map(self.mov_np, rot, t)
-        return t + np.round(translation_search(self.ref_np, moved))
+        return t + translation_search(self.ref_np, moved, subvoxel=False)
 
     def refine(
         self, rot: np.ndarray, t: np.ndarray, iters: int

@@ -126,13 +126,14 @@ def rotate_map(
     return out.reshape(d, d, d).numpy().astype(dtype)
 
 
-def translation_search(ref: Any, moving: Any) -> np.ndarray:
+def translation_search(ref: Any, moving: Any, subvoxel: bool = True) -> np.ndarray:
     """Find the translation ``t`` (voxels, ``(x, y, z)``) that best lays ``moving`` onto ``ref``.
 
     The peak of the circular cross-correlation ``c(s) = sum_x ref(x) moving(x - s)`` (maps minus
-    their means): the integer peak from an FFT, then refined to 0.01 voxel by evaluating ``c``
-    exactly (its Fourier series, separable matrix DFTs) on two successively finer grids around it
-    (Guizar-Sicairos et al., Opt. Lett. 33, 156 (2008), "efficient subpixel image registration").
+    their means): the integer peak from an FFT, then (``subvoxel``) refined to 0.01 voxel by
+    evaluating ``c`` exactly (its Fourier series, separable matrix DFTs) on two successively finer
+    grids around it (Guizar-Sicairos et al., Opt. Lett. 33, 156 (2008), "efficient subpixel image
+    registration").
     ``rotate_map(moving, I, t)`` then matches ``ref``. Shifts are wrapped to about
     ``[-D/2, D/2)``: meant for maps a fraction of the box apart.
 
@@ -149,7 +150,7 @@ def translation_search(ref: Any, moving: Any) -> np.ndarray:
     peak = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
     peak = np.where(peak >= d - d // 2, peak - d, peak)  # signed, (z, y, x)
     k = np.fft.fftfreq(d) * d
-    for step in (0.1, 0.01):
+    for step in (0.1, 0.01) if subvoxel else ():
         offsets = np.arange(-10, 11) * step
         grids = [np.exp(2j * np.pi * np.outer(p + offsets, k) / d) for p in peak]
         vals = np.einsum("zc,yb,xa,cba->zyx", *grids, cross, optimize=True).real
