@@ -42,6 +42,9 @@ from typing import Any
 
 import yaml
 
+from cryospin.core.grid.collect import RunRecord, read_epochs
+from cryospin.core.grid.report import Row, plot_metric
+
 MULTIHEAD_HARTLEY = {"encoder": "multihead", "decoder": "hartley"}
 METHODS: dict[str, dict[str, Any]] = {
     "semi-amortized": {**MULTIHEAD_HARTLEY, "stage_schedule": "semi-amortized"},
@@ -117,12 +120,15 @@ def method_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def run_dir(args: argparse.Namespace, data: Path, name: str) -> Path:
+    """The output folder of method ``name`` on the simulated stack ``data``."""
+    return args.out / f"{data.name}-{name}"
+
+
 def read_curve(out: Path) -> list[dict[str, Any]]:
     """Per-epoch records of ``metrics.jsonl`` with the cumulative training time in seconds."""
-    path = out / "metrics.jsonl"
     curve, total = [], 0.0
-    for line in path.read_text().splitlines() if path.exists() else []:
-        rec = json.loads(line)
+    for rec in read_epochs(out):
         total += rec.get("wall_time_s") or 0.0
         curve.append({"train_time_s": total, **{k: rec.get(k) for k in CURVE_KEYS}})
     return curve
@@ -130,7 +136,7 @@ def read_curve(out: Path) -> list[dict[str, Any]]:
 
 def run_method(name: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run one method in its own process; returns its summary.json, exit status and curve."""
-    out = args.out / f"{data.name}-{name}"
+    out = run_dir(args, data, name)
     done = out / "summary.json"
     if args.rerun or not done.exists():
         out.mkdir(parents=True, exist_ok=True)
@@ -152,29 +158,34 @@ def run_method(name: str, data: Path, args: argparse.Namespace) -> dict[str, Any
     return summary
 
 
-def plot_curves(rows: list[dict[str, Any]], dataset: str, out: Path) -> None:
-    """Paper Figs. 3 and 4 for one dataset: resolution vs time, rotation error per epoch."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    panels = [
-        ("fig3", "train_time_s", "resolution_vs_truth_A", "training time (s)", "FSC 0.5 (Å)"),
-        ("fig4", "epoch", "rotation_error_sym_median_deg", "epoch", "median rot. error (°)"),
-    ]
-    for tag, xkey, ykey, xlabel, ylabel in panels:
-        fig = Figure(figsize=(5.5, 4))
-        FigureCanvasAgg(fig)
-        ax = fig.add_subplot()
-        for row in rows:
-            pts = [(p[xkey], p[ykey]) for p in row["curve"] if p.get(ykey) is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker=".", label=row["method"])
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{dataset}: {ylabel}")
-        if tag == "fig4":
-            ax.set_yscale("log")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"{dataset}-{tag}.png", dpi=120)
+def plot_curves(
+    rows: list[dict[str, Any]], dataset: str, data: Path, args: argparse.Namespace
+) -> None:
+    """Paper Figs. 3 and 4 for one dataset with the grid report's plotter (finished runs only)."""
+    runs = []
+    for r in rows:
+        if r["exit_status"] == 0:
+            d = run_dir(args, data, r["method"])
+            record = RunRecord(r["method"], args.seed, d, summary=r, epochs=read_epochs(d))
+            runs.append(Row(r["method"], {}, [record]))
+    plot_metric(
+        runs,
+        "resolution_vs_truth_A",
+        args.out / f"{dataset}-fig3.png",
+        True,
+        "training time (s)",
+        "FSC 0.5 vs truth (Å)",
+        f"{dataset}: resolution vs time (Fig. 3)",
+    )
+    plot_metric(
+        runs,
+        "rotation_error_sym_median_deg",
+        args.out / f"{dataset}-fig4.png",
+        False,
+        "epoch",
+        "median rotation error, modulo symmetry (°)",
+        f"{dataset}: pose error (Fig. 4; * = switch)",
+    )
 
 
 def _fmt(x: object, spec: str = ".2f") -> str:
@@ -248,7 +259,7 @@ def main() -> None:
             rows.append(row)
             print_row(row)
             (args.out / "results.json").write_text(json.dumps(results + rows, indent=2))
-        plot_curves(rows, dataset, args.out)
+        plot_curves(rows, dataset, data, args)
         results += rows
 
 
