@@ -25,7 +25,7 @@ from cryospin.core.errors import CryospinError
 
 #: Reconstruction settings of the demo, chosen by experiment on a 2-core CPU (box 32, 6 Å/px,
 #: SNR 0.1). With N = 5,000 (the default): FSC(0.5) vs truth 13.5 Å, median rotation error modulo
-#: the C2 symmetry 4.6°, 6 min 34 s in all on an idle machine (simulation included; 2026-12-01);
+#: the C2 symmetry 4.6°, 6 min 48 s in all on an idle machine (simulation included; 2026-12-01);
 #: with N = 2,000: 19.4 Å, 16.0°, 4 min 15 s (an earlier measurement). Batch 32 and the higher
 #: encoder learning rate give the encoder more steps in the budget than the paper's 64 / 1e-4;
 #: the frequency mask grows from half Nyquist over 40 epochs.
