@@ -1,6 +1,6 @@
 """TRPV1 end to end: project the map at the STAR poses, apply the STAR's CTF and shifts, compare.
 
-This pins down pose, shift and CTF conventions together on real data (CONVENTIONS.md items 7-9,
+This pins down pose, shift and CTF conventions together on real data (docs/CONVENTIONS.md items 7-9,
 12-13), with the core's projector (:mod:`cryospin.core.slicing`) and CTF (:mod:`cryospin.core.ctf`):
 
 * **pose**: the slice of the STAR's RELION matrix ``A`` (not ``A^T``) matches the image;

@@ -1,6 +1,6 @@
 """Contrast transfer function (RELION / cryoDRGN formula with astigmatism) on the centred grid.
 
-Formula (CONVENTIONS.md item 12; RELION ``CTF::initialise``/``getGamma``, cryoDRGN
+Formula (docs/CONVENTIONS.md item 12; RELION ``CTF::initialise``/``getGamma``, cryoDRGN
 ``ctf.compute_ctf``), for a spatial frequency ``k = (kx, ky)`` in 1/Å with ``s = |k|`` and
 azimuth ``theta = atan2(ky, kx)`` (x = column axis, y = row axis of the centred grid):
 

@@ -8,15 +8,16 @@ Conventions (every function here follows them; see also :mod:`cryospin.core.inte
 * **Centring.** The real-space origin and the Fourier DC component both sit at index ``L // 2`` of
   every transformed axis, for even and odd ``L`` alike (RELION's image centre ``(int)(L/2)``). The
   centred transform is ``fftshift(fft(ifftshift(x)))``: ``ifftshift`` *before* and ``fftshift``
-  *after* (they differ for odd ``L``; CONVENTIONS.md item 3, teamtomo torch-fourier-slice PR 109).
+  *after* (they differ for odd ``L``; docs/CONVENTIONS.md item 3, teamtomo torch-fourier-slice
+  PR 109).
   Index ``i`` of a centred Fourier axis holds the frequency ``(i - L // 2) / L`` cycles per pixel,
   i.e. ``(i - L // 2) / (L * apix)`` in 1/Å.
 * **Normalisation.** Forward transforms are unnormalised (``F(0) = sum(x)``), inverse transforms
   carry ``1 / N`` (``N`` = number of transformed samples): torch/numpy's default ``"backward"``.
-* **Hartley.** ``H(k) = Re F(k) - Im F(k)`` (cryoDRGN ``cryodrgn/fft.py``; CONVENTIONS.md item 1),
-  real-valued for real input, same centred layout as ``F``. It is its own inverse up to ``1 / N``.
-  For real ``x``, ``F(k) = (H(k) + H(-k)) / 2 + i (H(-k) - H(k)) / 2``; ``H(-k)`` is the index
-  reversal about DC (:func:`reverse_about_dc`).
+* **Hartley.** ``H(k) = Re F(k) - Im F(k)`` (cryoDRGN ``cryodrgn/fft.py``; docs/CONVENTIONS.md
+  item 1), real-valued for real input, same centred layout as ``F``. It is its own inverse up to
+  ``1 / N``. For real ``x``, ``F(k) = (H(k) + H(-k)) / 2 + i (H(-k) - H(k)) / 2``; ``H(-k)`` is
+  the index reversal about DC (:func:`reverse_about_dc`).
 * **dtypes/devices.** float32/float64 (complex64/complex128) on any device; every function is pure
   and differentiable with autograd.
 
@@ -123,7 +124,7 @@ def reverse_about_dc(x: torch.Tensor, ndim: int) -> torch.Tensor:
     ``2 (L // 2) - 0 = L`` is off the grid; it is wrapped periodically to index 0 (``flip`` then
     ``roll`` by one), which is exact for a DFT (frequency ``-L/2`` equals ``+L/2`` mod ``L``) but is
     *not* a true mirror for an arbitrary (e.g. learned) grid: there the ``-L/2`` plane has no
-    partner, which is why explicit volumes use odd grids (CONVENTIONS.md item 2).
+    partner, which is why explicit volumes use odd grids (docs/CONVENTIONS.md item 2).
     """
     d = _dims(ndim)
     out = torch.flip(x, dims=d)
@@ -215,7 +216,7 @@ def freq_1d(
     """``(L,)`` frequencies of a centred axis: ``(arange(L) - L // 2) / (L * apix)``.
 
     In 1/Å for ``pixel_size_A`` in Å; with the default ``1.0`` in cycles per pixel. Not
-    ``linspace(-0.5, 0.5, L)`` (CONVENTIONS.md item 5).
+    ``linspace(-0.5, 0.5, L)`` (docs/CONVENTIONS.md item 5).
     """
     i = torch.arange(box, dtype=torch.float64, device=device) - box // 2
     return (i / (box * pixel_size_A)).to(dtype)

@@ -4,7 +4,7 @@
   (index ``D // 2`` of the centred 3D FFT). Shell ``s`` has spatial frequency ``s / (D * apix)``
   1/Å; shells ``0 .. D // 2`` are returned (DC up to Nyquist; the corners beyond are ignored).
 * ``FSC(s) = Re sum F1 conj(F2) / sqrt(sum |F1|^2 sum |F2|^2)`` over the voxels of shell ``s``.
-* Resolution (CONVENTIONS.md item 16): the first shell (from shell 1 on) whose FSC drops below
+* Resolution (docs/CONVENTIONS.md item 16): the first shell (from shell 1 on) whose FSC drops below
   the threshold, linearly interpolated in spatial frequency between it and the shell before; the
   resolution in Å is ``1 / frequency``. Use 0.143 between independent half-maps and 0.5 against a
   known truth. Half-maps from ab initio must be aligned (frame and hand) first (item 17).

@@ -10,15 +10,17 @@ Conventions (see :mod:`cryospin.core.interfaces` and :mod:`cryospin.core.fourier
   frequency ``k = (j - L//2, i - L//2, 0)`` in Fourier pixels (x first).
 * **Pose action.** ``R`` is RELION's matrix A (map -> image coordinates, column vectors). The
   slice of pose ``R`` samples the volume at ``R^T k``, i.e. at the row vector ``k @ R``
-  (cryoDRGN ``gen_slice``, the paper's ``decoders.py``; CONVENTIONS.md item 7). With
+  (cryoDRGN ``gen_slice``, the paper's ``decoders.py``; docs/CONVENTIONS.md item 7). With
   ``oversampling = s`` the sample point is ``s * (k @ R)`` (for a volume zero-padded by ``s`` in
   real space before its transform, so that slice pixels keep the unpadded frequency spacing).
 * **Interpolation.** Trilinear, via ``torch.nn.functional.grid_sample(align_corners=True)``
   with the voxel-index position ``p = k @ R + D // 2`` mapped to ``2 p / (D - 1) - 1``, so that
-  integer index ``i`` is exactly voxel ``i`` (DC stays at DC; CONVENTIONS.md item 4). The grid's
+  integer index ``i`` is exactly voxel ``i`` (DC stays at DC; docs/CONVENTIONS.md item 4). The
+  grid's
   last axis is ``(x, y, z)`` for a ``[z, y, x]`` volume. Samples outside the grid read zeros
   (``padding_mode="zeros"``; a point within one voxel of the border interpolates towards 0).
-  Linear interpolation in Fourier space is inexact without oversampling (CONVENTIONS.md item 6).
+  Linear interpolation in Fourier space is inexact without oversampling (docs/CONVENTIONS.md
+  item 6).
 
 Everything is batched over rotations, works in float32/float64 on CPU/CUDA, and is differentiable
 with respect to the volume, the slices and the rotations.

@@ -1,6 +1,6 @@
 """FSC after alignment: against a known truth (threshold 0.5) and between half-maps (0.143).
 
-Ab-initio maps land in an arbitrary frame and hand (CONVENTIONS.md items 11, 16, 17), so the
+Ab-initio maps land in an arbitrary frame and hand (docs/CONVENTIONS.md items 11, 16, 17), so the
 estimate (or half-map B) is first aligned onto the truth (or half-map A) with
 :func:`cryospin.core.evaluation.align_maps.align_maps`; the curve itself is
 :func:`cryospin.core.fsc.fsc` (shell ``s`` at ``s / (D * apix)`` 1/Å, shells ``0 .. D // 2``) and

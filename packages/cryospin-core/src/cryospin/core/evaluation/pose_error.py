@@ -1,7 +1,8 @@
 """Rotation error of estimated poses against true poses, after the best global rotation and hand.
 
-An ab-initio reconstruction is defined only up to a global rotation and a mirror (CONVENTIONS.md
-item 11), so estimated poses can be compared with the truth only after searching both.
+An ab-initio reconstruction is defined only up to a global rotation and a mirror
+(docs/CONVENTIONS.md item 11), so estimated poses can be compared with the truth only after
+searching both.
 
 Conventions
 -----------

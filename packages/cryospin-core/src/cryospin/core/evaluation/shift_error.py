@@ -11,7 +11,7 @@ Conventions
 * Poses are RELION's ``A`` (map -> image coordinates, column vectors); a shift ``s = (sx, sy)``
   is the **content translation** of the image: ``image = phase_shift(CTF * slice, s)``
   (:func:`cryospin.core.slicing.phase_shift`, content moves by ``+s``), i.e. ``s = -origin``
-  with RELION's ``rlnOriginX/YAngst`` (CONVENTIONS.md item 9). Shifts and ``t`` share one unit
+  with RELION's ``rlnOriginX/YAngst`` (docs/CONVENTIONS.md item 9). Shifts and ``t`` share one unit
   (Å, or pixels = voxels).
 * The alignment ``(R, t, flipped)`` has the meaning of ``align_maps``: the reference map is
   ``V_ref(x) = V'(R^T (x - t))`` with ``V' = flip_hand(V)`` when flipped (else ``V``), ``x`` and

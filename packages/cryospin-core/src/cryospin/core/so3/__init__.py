@@ -4,7 +4,7 @@ Every function accepts any number of leading batch dimensions, float32 or float6
 and is differentiable by autograd (gradients stay finite at the singular points: zero angle for the
 exponential and logarithm maps, gimbal lock for Euler angles).
 
-Conventions (see ``interfaces.py`` and ``CONVENTIONS.md`` items 7, 8 and 10):
+Conventions (see ``interfaces.py`` and ``docs/CONVENTIONS.md`` items 7, 8 and 10):
 
 * A rotation ``R`` is a ``(..., 3, 3)`` proper orthogonal matrix acting on **column** vectors
   (``x' = R x``). The pose of a particle is RELION's matrix ``A``, which maps map (volume)

@@ -1,6 +1,6 @@
 """CTFs for the simulator: numpy evaluation (by :mod:`cryospin.core.ctf`) and CTF sources.
 
-CTF formula (RELION / cryoDRGN ``ctf.compute_ctf``; ``shared/CONVENTIONS.md`` item 12)::
+CTF formula (RELION / cryoDRGN ``ctf.compute_ctf``; ``docs/CONVENTIONS.md`` item 12)::
 
     lambda = 12.2639 / sqrt(V + 0.97845e-6 V^2)           (Å, V in volts)
     df(theta) = 0.5 (dfU + dfV) + 0.5 (dfU - dfV) cos(2 (theta - dfAng))

@@ -6,7 +6,7 @@ numpy rfft layout ``(P, P // 2 + 1)`` (``[ky, kx]``, ky in fft order). No voxel 
 interpolated: the spectrum is the continuous Fourier transform of the atoms (or of the
 band-limited map) evaluated at the DFT frequencies by a non-uniform FFT
 (:mod:`cryospin.io.simulate.nufft`), so the simulator shares no interpolation error with a
-reconstructor's trilinear slicing (``shared/CONVENTIONS.md`` item 6).
+reconstructor's trilinear slicing (``docs/CONVENTIONS.md`` item 6).
 
 Units: the ground-truth map is the electrostatic potential in volts sampled at voxel centres
 (band-limited to the voxel grid); an image is the sum of that map along the beam (volts, the value a
