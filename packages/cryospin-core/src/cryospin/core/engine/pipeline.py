@@ -76,6 +76,22 @@ def _load_truth(cfg: RunConfig, stack: Any, box: int, apix: float) -> Truth:
     return truth
 
 
+def half_set_seeds(seed: int) -> tuple[int, int]:
+    """Independent seeds of half-sets 1 and 2, derived from the run's ``seed``.
+
+    Gold-standard half-maps must be refined independently: with one shared seed both halves start
+    from the same random map and encoder weights, and their FSC is inflated wherever the data say
+    little (a run on pure noise reported a resolution). Each half's trainer (initial map, encoder
+    weights, batch order, random poses) gets its own seed, the first 31 bits of the
+    ``numpy.random.SeedSequence(seed mod 2**64).spawn(2)`` children: deterministic, independent
+    of each other and of ``seed + 1`` (which a trainer uses itself). The half-set split keeps
+    ``seed``. Both are recorded in ``summary.json`` (``half_seeds``).
+    """
+    children = np.random.SeedSequence(seed % 2**64).spawn(2)
+    a, b = (int(c.generate_state(1, dtype=np.uint32)[0] >> 1) for c in children)
+    return a, b
+
+
 def _plots(out: Path, curves: dict[str, Any], rotations: np.ndarray, usage: list[float]) -> None:
     """Draw fsc.png, orientations.png, head_usage.png (:mod:`cryospin.core.evaluation.plots`)."""
     from cryospin.core.evaluation.plots import plot_fsc, plot_head_usage, plot_orientations
@@ -123,6 +139,7 @@ def run_reconstruction(
     )  # poses.star / poses.pkl after every checkpoint (rank 0)
     if cfg.half_sets:
         halves = split_half_sets(stack, cfg.seed)
+        seeds = half_set_seeds(cfg.seed)
         for k, idx in enumerate(halves, start=1):
             data = ParticleData(
                 stack,
@@ -133,7 +150,7 @@ def run_reconstruction(
                 noise_std=base.noise_std,
             )
             tr = distributed.make_trainer(
-                cfg,
+                cfg.model_copy(update={"seed": seeds[k - 1]}),
                 data,
                 ckpt_dirs[k - 1],
                 metrics_path,
@@ -197,6 +214,7 @@ def run_reconstruction(
         csv_cols.update({"fsc_half_maps": gs.fsc, "fsc_half_maps_masked": gs.fsc_masked})
         summary.update(gs.summary())
         summary["gold_standard_resolution_A"] = gs.resolution_A
+        summary["half_seeds"] = list(seeds)
         volume = 0.5 * (v1 + gs.aligned)
         # express half 2's poses in half 1's frame: rotations, and shifts for the map's 3D
         # translation (cryospin.core.evaluation.shift_error)
