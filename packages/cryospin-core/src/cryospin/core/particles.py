@@ -103,3 +103,65 @@ class ParticleStack:
         if self.box is None:
             raise InputError(f"{self.path}: box size unknown: open the stack with its images")
         return self.box
+
+    def subset(self, indices: np.ndarray) -> ParticleStack:
+        """Return the particles at ``indices`` ``(k,)`` (0-based, in that order) as a new stack.
+
+        Images are read through a :class:`SubsetReader`; the CTF, poses, shifts, optics groups,
+        half-sets, the metadata rows (a pandas DataFrame or a structured array) and
+        ``extra["image_names"]`` are cut to the same rows. Used by ``cryospin run --ind``.
+
+        Raises:
+            InputError: an index is out of range or appears twice.
+        """
+        sel = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if sel.size and (sel.min() < 0 or sel.max() >= n):
+            bad = sel[(sel < 0) | (sel >= n)][0]
+            raise InputError(f"{self.path}: particle index {bad} out of range for {n} particles")
+        uniq, counts = np.unique(sel, return_counts=True)
+        if (counts > 1).any():
+            raise InputError(f"{self.path}: particle index {uniq[counts > 1][0]} selected twice")
+
+        def cut(values: Any) -> Any:
+            return None if values is None else np.asarray(values)[sel]
+
+        meta = self.metadata
+        if meta is not None:
+            meta = meta.iloc[sel].reset_index(drop=True) if hasattr(meta, "iloc") else meta[sel]
+        extra = dict(self.extra)
+        if "image_names" in extra:
+            extra["image_names"] = np.asarray(extra["image_names"], dtype=object)[sel]
+        return ParticleStack(
+            path=self.path,
+            images=SubsetReader(self.images, sel),
+            box=self.box,
+            pixel_size_A=self.pixel_size_A,
+            ctf=self.ctf.subset(sel),
+            rotations=cut(self.rotations),
+            shifts_A=cut(self.shifts_A),
+            optics_group=cut(self.optics_group),
+            half_set=cut(self.half_set),
+            metadata=meta,
+            optics=self.optics,
+            extra=extra,
+        )
+
+
+class SubsetReader:
+    """An :class:`ImageReader` over particles ``sel`` ``(k,)`` of another reader ``base``.
+
+    Particle ``i`` of this reader is particle ``sel[i]`` of ``base``; writers that name image
+    files look through it (``base`` and ``sel`` are public).
+    """
+
+    def __init__(self, base: ImageReader, sel: np.ndarray) -> None:
+        self.base = base
+        self.sel = np.asarray(sel, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.sel)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Float32 images ``(n, L, L)`` of this reader's particles ``indices``."""
+        return self.base.read(self.sel[np.asarray(indices, dtype=np.int64)])

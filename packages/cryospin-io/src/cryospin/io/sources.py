@@ -51,6 +51,12 @@ class _MapsAndPkl:
 
         return default_invert(stack)
 
+    def measure_contrast(self, stack: ParticleStack) -> tuple[float, float]:
+        """Protein-bright (> 0) or dark: :func:`cryospin.io.preprocess.measure_contrast`."""
+        from cryospin.io.preprocess import measure_contrast
+
+        return measure_contrast(stack)
+
 
 class RelionStarSource(_MapsAndPkl, ImageSource):
     """RELION STAR particle files (3.0 to 5); see :mod:`cryospin.io.star`."""

@@ -8,7 +8,9 @@ them all):
 * ``write_map(path, volume, voxel_size_A)``
 * ``write_poses(path, stack, rotations (N, 3, 3), shifts_A (N, 2))`` - a particle file in the
   source's own format (the source whose suffix matches ``path``), original columns kept;
-* ``write_poses_pkl(path, rotations, shifts_A, pixel_size_A, box)`` - cryoDRGN ``poses.pkl``.
+* ``write_poses_pkl(path, rotations, shifts_A, pixel_size_A, box)`` - cryoDRGN ``poses.pkl``;
+* ``measure_contrast(stack) -> (mean, t)`` - centre minus background of a sample of images, in
+  background standard deviations (> 0: protein-bright), and its t-value.
 
 Errors: :class:`~cryospin.core.errors.CryospinError` when no installed plugin provides the method.
 """
@@ -64,3 +66,9 @@ def write_poses_pkl(
 ) -> None:
     """Write a cryoDRGN ``poses.pkl``: ``(R (N, 3, 3), t (N, 2))``, ``t`` = origin px / box."""
     _find("write_poses_pkl")(Path(path), rotations, shifts_A, pixel_size_A, box)
+
+
+def measure_contrast(stack: Any) -> tuple[float, float]:
+    """Measured contrast of ``stack``: ``(mean, t)``, mean > 0 when the protein is bright."""
+    mean, t = _find("measure_contrast")(stack)
+    return float(mean), float(t)
