@@ -93,6 +93,13 @@ class RunConfig(BaseModel):
 
     particles: str | None = Field(None, description="particle file (.star, .cs, ...); by suffix")
     datadir: str | None = Field(None, description="folder that image paths are relative to")
+    stack: str | None = Field(
+        None, description="stack file replacing the single stack the particle file names"
+    )
+    ind: str | None = Field(
+        None, description="particle subset: cryoDRGN index .pkl or text file of 0-based indices"
+    )
+    apix: float | None = Field(None, gt=0, description="pixel size in Å, overriding the file's")
     encoder: str = "multihead"
     decoder: str = "hartley"
     encoder_config: dict[str, Any] = Field(default_factory=dict)
@@ -143,6 +150,9 @@ class RunConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1, description="stop (with a checkpoint) after k steps")
     eval_every: int = Field(1, ge=1, description="epochs between evaluations vs truth")
     progress: bool = True
+    tensorboard: bool = Field(
+        False, description="also write the per-epoch scalars for TensorBoard (OUT/tensorboard)"
+    )
     cache_images: bool = Field(
         True, description="keep the preprocessed stack in memory (when it fits in 2 GiB)"
     )
