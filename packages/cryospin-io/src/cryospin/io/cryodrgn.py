@@ -4,7 +4,8 @@
 phase shift (deg)]``. ``poses.pkl``: a pickled tuple ``(R (N, 3, 3), t (N, 2))`` with ``R``
 RELION's matrix ``A`` (cryoDRGN's ``R_from_relion``) and ``t`` the RELION origin in pixels
 divided by the box ``D`` (cryoDRGN ``parse_pose_star``: ``trans /= D``, no sign change).
-Unpickling runs code from the file: open only files you trust.
+Files are read with :func:`cryospin.core.safe_pickle.safe_load`: only arrays, numbers, strings,
+tuples, lists and dicts; a pickle naming any other callable is refused, never run.
 """
 
 from __future__ import annotations
@@ -17,14 +18,7 @@ import numpy as np
 from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams
-
-
-def _load(path: Path) -> object:
-    try:
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable pickle file ({exc})") from exc
+from cryospin.core.safe_pickle import safe_load
 
 
 def _dump(path: str | Path, obj: object) -> None:
@@ -40,7 +34,7 @@ def read_ctf_pkl(path: str | Path) -> tuple[CTFParams, int, float]:
         InputError: not an ``(N, 9)`` array, or rows disagree on D or Apix.
     """
     path = Path(path)
-    arr = np.asarray(_load(path))
+    arr = np.asarray(safe_load(path))
     if arr.ndim != 2 or arr.shape[1] != 9:
         raise InputError(f"{path}: ctf array has shape {arr.shape}; expected (N, 9)")
     arr = arr.astype(np.float64)
@@ -93,7 +87,7 @@ def read_poses_pkl(
         InputError: not ``(R, t)`` with ``R`` ``(N, 3, 3)`` and ``t`` ``(N, 2)``.
     """
     path = Path(path)
-    obj = _load(path)
+    obj = safe_load(path)
     if isinstance(obj, tuple | list) and len(obj) == 2:
         rot, trans = (np.asarray(o, dtype=np.float64) for o in obj)
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import threading
 from pathlib import Path
@@ -110,11 +111,41 @@ def restore_stage_states(tr: Any, s: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_atomic`."""
+    """Load a checkpoint written by :func:`save_atomic`, never running code from the file.
+
+    ``torch.load(weights_only=True)``: tensors, plain containers, numbers, strings and (through
+    :func:`cryospin.core.safe_pickle.numpy_array_globals`) numpy arrays; anything else - a
+    crafted file naming ``os.system``, a foreign pickle - is refused before it is called.
+
+    Raises:
+        InputError: unreadable, torn, not a checkpoint, or holding other objects (one line).
+    """
+    from cryospin.core.safe_pickle import numpy_array_globals
+
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:  # torch < 2.5: no scoped allow-list
+        raise InputError("loading checkpoints safely needs torch >= 2.5")
     try:
-        return torch.load(Path(path), map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
+        with allow(numpy_array_globals()):
+            state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise InputError(
+            f"checkpoint {path} holds objects other than tensors, arrays and plain data "
+            f"({_culprit(str(exc))}); refused to load it (loading could run code)"
+        ) from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise InputError(f"cannot read checkpoint {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(state, dict):
+        raise InputError(f"checkpoint {path} is not a cryospin checkpoint (no state dictionary)")
+    return state
+
+
+def _culprit(message: str) -> str:
+    """Return the global that ``torch.load(weights_only=True)`` refused, from its message."""
+    for line in message.splitlines():
+        if "GLOBAL" in line or "got <" in line or "Unsupported" in line:
+            return line.split("error:")[-1].strip().rstrip(".")[:200]
+    return "unsupported content"
 
 
 class StopRequested(Exception):
