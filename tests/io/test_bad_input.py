@@ -158,8 +158,8 @@ def test_unknown_optics_group(tmp_path, stack_file):
 def test_bad_pixel_size(tmp_path, stack_file, apix):
     with pytest.raises(InputError) as exc:
         open_particles(_star(tmp_path, optics=f"1 300 2.7 0.1 {apix}"))
-    assert "rlnImagePixelSize gives pixel size" in _one_line(exc)
-    assert "expected a positive size" in str(exc.value)
+    assert f"p.star: data_optics row 1: rlnImagePixelSize is {float(apix)}" in _one_line(exc)
+    assert "expected 0 < value <= 100 Å" in str(exc.value)
 
 
 def test_header_disagrees_metadata_wins(tmp_path, stack_file):

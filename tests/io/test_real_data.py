@@ -66,7 +66,9 @@ def test_relion31(stacks):
 
 
 def test_relion31_six_optics_groups(stacks):
-    s = open_particles(stacks / "relion31" / "relion31.6opticsgroups.star", images=False)
+    with pytest.warns(UserWarning, match=r"1.24 Å \(groups 2, 5\), 1.25 Å \(groups 1, 3, 4, 6\)"):
+        s = open_particles(stacks / "relion31" / "relion31.6opticsgroups.star", images=False)
+    assert s.pixel_size_A == 1.24  # the smallest: the others are Fourier-rescaled to it
     assert len(s) == 139 and s.box == 196
     assert sorted(set(s.optics_group.tolist())) == [1, 2, 3, 4, 5, 6]
     assert len(s.optics) == 6

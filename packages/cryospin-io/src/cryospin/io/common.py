@@ -1,4 +1,4 @@
-"""Pieces shared by the metadata readers: opening the referenced stacks, pixel-size rules."""
+"""Pieces shared by the metadata readers: opening the referenced stacks, pixel and box rules."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from cryospin.core.errors import InputError
-from cryospin.core.particles import ParticleStack
+from cryospin.core.particles import ImageReader, ParticleStack
+from cryospin.io.checks import PIXEL_SIZE
 from cryospin.io.mrc import MrcImageReader, StackHeader, open_stacks
 from cryospin.io.paths import resolve_stack_path
+from cryospin.io.rescale import SAME_PIXEL_RTOL, RescaledReader
 
 
 class NoImages:
@@ -77,37 +79,75 @@ def open_referenced_stacks(
     return open_stacks(paths, file_ids.reshape(-1), indices, source)
 
 
-def choose_pixel_size(
-    source: Path, per_particle: np.ndarray | None, headers: list[StackHeader], field: str
-) -> float:
-    """Return the pixel size: from metadata when given (``per_particle``), else the header.
+def _by_value(values: np.ndarray, groups: np.ndarray | None, unit: str) -> str:
+    """``"1.24 Å (groups 2, 5), 1.25 Å (groups 1, 3)"``: each distinct value and its members."""
+    parts = []
+    for value in np.unique(values):
+        sel = values == value
+        if groups is None:
+            parts.append(f"{value:g} {unit} ({int(sel.sum())} particles)")
+        else:
+            members = np.unique(np.asarray(groups)[sel])
+            shown = ", ".join(map(str, members[:8])) + (", ..." if len(members) > 8 else "")
+            parts.append(f"{value:g} {unit} (group{'s' if len(members) > 1 else ''} {shown})")
+    return ", ".join(parts)
 
-    Metadata wins over a disagreeing header, with a warning; a header of 0 means "unset".
-    Several metadata pixel sizes (optics groups) differing by more than 1% give a warning and
-    the most common one is used.
+
+def check_one_box(
+    source: Path, sizes: np.ndarray | None, groups: np.ndarray | None, field: str
+) -> None:
+    """Refuse particles whose metadata gives different box sizes (optics groups).
 
     Raises:
-        InputError: a pixel size is zero, negative or missing everywhere (names the field).
+        InputError: ``sizes`` ``(N,)`` holds more than one value; names the field and each
+            box size with its optics groups.
+    """
+    if sizes is None or len(np.unique(sizes)) < 2:
+        return
+    raise InputError(
+        f"{source}: optics groups differ in box size ({field}): "
+        f"{_by_value(np.asarray(sizes, dtype=np.float64), groups, 'px')}; expected one box size "
+        "(re-extract at one box, or split the file by optics group)"
+    )
+
+
+def choose_pixel_size(
+    source: Path,
+    per_particle: np.ndarray | None,
+    headers: list[StackHeader],
+    field: str,
+    groups: np.ndarray | None = None,
+) -> float:
+    """Return the working pixel size: from metadata when given (``per_particle``), else the header.
+
+    Metadata wins over a disagreeing header, with a warning; a header of 0 means "unset".
+    When particles (optics groups ``groups``) differ in pixel size, the smallest is the working
+    pixel size and a warning names every size and its groups; the images of the other groups
+    are Fourier-rescaled to it by :func:`rescale_to_working` (see :mod:`cryospin.io.rescale`).
+
+    Raises:
+        InputError: a pixel size is missing everywhere or outside
+            :data:`cryospin.io.checks.PIXEL_SIZE` (names the row and field).
     """
     if per_particle is not None:
         values = np.asarray(per_particle, dtype=np.float64)
-        bad = ~(values > 0) | ~np.isfinite(values)
+        bad = ~PIXEL_SIZE.contains(values)
         if bad.any():
             row = int(np.nonzero(bad)[0][0])
             raise InputError(
-                f"{source}: row {row + 1}: {field} gives pixel size {values[row]}; "
-                "expected a positive size in Å"
+                f"{source}: row {row + 1}: {field} gives pixel size {values[row]:g}; "
+                f"expected {PIXEL_SIZE.describe()}"
             )
-        sizes, counts = np.unique(values, return_counts=True)
-        pixel = float(sizes[np.argmax(counts)])
-        if sizes.max() > 1.01 * sizes.min():
+        pixel = float(values.min())
+        if values.max() > pixel * (1 + SAME_PIXEL_RTOL):
             warnings.warn(
-                f"{source}: pixel sizes differ between particles ({sizes.min():g} to "
-                f"{sizes.max():g} Å, from {field}); using the most common, {pixel:g} Å",
+                f"{source}: optics groups differ in pixel size ({field}): "
+                f"{_by_value(values, groups, 'Å')}; images are Fourier-rescaled to the "
+                f"smallest, {pixel:g} Å",
                 stacklevel=3,
             )
         for h in headers:
-            if h.pixel_size_A > 0 and abs(h.pixel_size_A - pixel) > 1e-3 * pixel:
+            if h.pixel_size_A > 0 and not np.isclose(values, h.pixel_size_A, rtol=1e-3).any():
                 warnings.warn(
                     f"{h.path}: header pixel size {h.pixel_size_A:g} Å disagrees with {field} "
                     f"{pixel:g} Å in {source.name}; using the metadata",
@@ -115,15 +155,32 @@ def choose_pixel_size(
                 )
         return pixel
     header_sizes = {h.pixel_size_A for h in headers}
-    if not headers or min(header_sizes) <= 0:
+    if not headers or not PIXEL_SIZE.contains(np.array(sorted(header_sizes))).all():
         raise InputError(
-            f"{source}: no pixel size: the metadata has no {field} and the stack header's "
-            "pixel size is 0; expected a positive size in Å"
+            f"{source}: no usable pixel size: the metadata has no {field} and the stack "
+            f"header gives {', '.join(f'{p:g}' for p in sorted(header_sizes)) or 'none'}; "
+            f"expected {PIXEL_SIZE.describe()}"
         )
     if len(header_sizes) > 1:
-        warnings.warn(
-            f"{source}: stack headers give different pixel sizes {sorted(header_sizes)}; "
-            f"using {headers[0].pixel_size_A:g} Å",
-            stacklevel=3,
+        raise InputError(
+            f"{source}: stack headers give different pixel sizes "
+            f"({', '.join(f'{h.path.name}: {h.pixel_size_A:g} Å' for h in headers[:4])}) and "
+            f"the metadata has no {field}; expected one pixel size (add {field})"
         )
     return headers[0].pixel_size_A
+
+
+def rescale_to_working(
+    reader: ImageReader, box: int, per_particle: np.ndarray | None, working_A: float
+) -> ImageReader:
+    """``reader`` with every image at ``working_A`` Å per pixel (unchanged if all already are).
+
+    ``per_particle`` ``(N,)`` are the particles' pixel sizes from the metadata (``None``: the
+    header's single size). See :class:`cryospin.io.rescale.RescaledReader`.
+    """
+    if per_particle is None:
+        return reader
+    sizes = np.asarray(per_particle, dtype=np.float64)
+    if np.allclose(sizes, working_A, rtol=SAME_PIXEL_RTOL, atol=0):
+        return reader
+    return RescaledReader(reader, box, sizes, working_A)

@@ -21,11 +21,14 @@ import numpy as np
 from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
+from cryospin.io.checks import CS_RANGES, check_not_empty, check_ranges
 from cryospin.io.common import (
     NoImages,
+    check_one_box,
     choose_pixel_size,
     file_geometry,
     open_referenced_stacks,
+    rescale_to_working,
 )
 from cryospin.io.paths import strip_cryosparc_prefix
 from cryospin.io.poses import cryosparc_to_rotations, rotations_to_cryosparc
@@ -149,7 +152,8 @@ def read_cs(
 ) -> ParticleStack:
     """Open a cryoSPARC ``.cs`` file as a lazy :class:`ParticleStack`.
 
-    Args and errors as :func:`cryospin.io.star.read_star`.
+    Args and errors as :func:`cryospin.io.star.read_star`; values are range-checked with
+    :data:`cryospin.io.checks.CS_RANGES`.
     """
     path = Path(path)
     data = load_cs(path)
@@ -159,12 +163,23 @@ def read_cs(
     if missing:
         raise InputError(f"{path}: missing required field(s) {', '.join(missing)}")
     n = len(data)
+    check_not_empty(path, n, "the particle array")
+    check_ranges(path, data, CS_RANGES)
 
     ctf = _ctf(path, data, names, n)
     psize = _field(path, data, "blob/psize_A") if "blob/psize_A" in names else None
+    group = (
+        np.asarray(data["ctf/exp_group_id"], dtype=np.int64)
+        if "ctf/exp_group_id" in names
+        else np.ones(n, dtype=np.int64)
+    )
+    if "blob/shape" in names:
+        shapes = np.asarray(data["blob/shape"], dtype=np.float64).reshape(n, -1)
+        check_one_box(path, shapes.max(axis=1), group, "blob/shape")
     if images:
         reader, box, headers = _open_images(path, data, names, datadir, stack)
-        pixel_size = choose_pixel_size(path, psize, headers, "blob/psize_A")
+        pixel_size = choose_pixel_size(path, psize, headers, "blob/psize_A", group)
+        reader = rescale_to_working(reader, box, psize, pixel_size)
     else:
         reader = NoImages(n, path)
         box = None
@@ -172,15 +187,10 @@ def read_cs(
             box = int(np.asarray(data["blob/shape"]).reshape(n, -1)[0, 0])
         pixel_size = float("nan")
         if psize is not None:
-            pixel_size = choose_pixel_size(path, psize, [], "blob/psize_A")
+            pixel_size = choose_pixel_size(path, psize, [], "blob/psize_A", group)
     prefix = alignment_prefix(data)
     rotations, shifts, half_set = _poses(path, data, names, prefix, pixel_size)
     sign = float(np.asarray(data["blob/sign"])[0]) if "blob/sign" in names else None
-    group = (
-        np.asarray(data["ctf/exp_group_id"], dtype=np.int64)
-        if "ctf/exp_group_id" in names
-        else np.ones(n, dtype=np.int64)
-    )
     return ParticleStack(
         path=path,
         images=reader,

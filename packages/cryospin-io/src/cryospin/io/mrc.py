@@ -25,6 +25,8 @@ from cryospin.core.errors import InputError
 #: MRC modes accepted for particle stacks, with their names.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
 _DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
+#: Largest pixel magnitude accepted in a stack (3e38 in a float32 stack is corruption).
+MAX_PIXEL = 1e30
 _MAX_OPEN = 64
 _FAULT_AROUND = max(mmap.PAGESIZE, 65536)  # Linux's default fault_around_bytes
 
@@ -41,11 +43,15 @@ class StackHeader:
 
 
 def read_stack_header(path: Path) -> StackHeader:
-    """Read and validate the header of a particle stack.
+    """Read and validate the header of a particle stack, as ``mrcfile.validate`` would.
+
+    The file size must equal what the header promises (1024 + extended header + data): a
+    header describing 16 x 16 images over 32 x 32 data is an error, not garbage images. A
+    3-D map is refused (:func:`_looks_like_volume`).
 
     Raises:
-        InputError: not an MRC file, unsupported mode, non-square images, or a file shorter
-            than its header promises (truncated).
+        InputError: not an MRC file, unsupported mode, non-square images, a file shorter or
+            longer than its header promises, or a 3-D volume (names the file and the field).
     """
     path = Path(path)
     try:
@@ -56,6 +62,7 @@ def read_stack_header(path: Path) -> StackHeader:
                 mode = int(h.mode)
                 nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
                 nsymbt = int(h.nsymbt)
+                ispg, mz = int(h.ispg), int(h.mz)
                 voxel = float(mrc.voxel_size.x)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
@@ -64,16 +71,41 @@ def read_stack_header(path: Path) -> StackHeader:
         raise InputError(f"{path}: unsupported MRC mode {mode}; expected one of {names}")
     if nx != ny:
         raise InputError(f"{path}: images are {nx} x {ny} pixels; expected square images")
-    if nx <= 0 or nz <= 0:
-        raise InputError(f"{path}: header gives dimensions {nx} x {ny} x {nz}; expected positive")
+    if nx <= 0 or nz <= 0 or nsymbt < 0:
+        raise InputError(
+            f"{path}: header gives dimensions {nx} x {ny} x {nz} (nsymbt {nsymbt}); "
+            "expected positive dimensions"
+        )
     expected = 1024 + nsymbt + nx * ny * nz * np.dtype(_DTYPES[mode]).itemsize
     size = os.path.getsize(path)
-    if size < expected:
+    if size != expected:
+        state = "truncated" if size < expected else "larger than its header says"
         raise InputError(
-            f"{path}: file is truncated: {size} bytes, the header ({nz} images of {nx} x {ny}, "
-            f"mode {mode}) needs {expected}"
+            f"{path}: file is {state}: {size} bytes, the header (nx, ny, nz = {nx}, {ny}, "
+            f"{nz}, mode {mode}, nsymbt {nsymbt}) needs {expected}"
+        )
+    if _looks_like_volume(path, nx, nz, mz, ispg):
+        raise InputError(
+            f"{path}: header describes a 3-D volume (nx = ny = nz = {nx}, ispg {ispg}, "
+            f"mz {mz}); expected a particle stack (ispg 0, saved as .mrcs)"
         )
     return StackHeader(path, nz, nx, voxel if np.isfinite(voxel) else 0.0, mode)
+
+
+def _looks_like_volume(path: Path, nx: int, nz: int, mz: int, ispg: int) -> bool:
+    """Whether a square-image MRC file is a 3-D map rather than a stack of ``nz`` images.
+
+    MRC2014 marks stacks with space group ``ispg`` 0 (mrcfile's ``is_image_stack``) and maps
+    with a crystallographic group (1 to 230); real RELION stacks carry ``ispg`` 1 too, and
+    cryoDRGN writes maps with ``ispg`` 0, so the space group alone decides nothing. A cube
+    (``nz == nx``) is a volume when its header says so (``ispg`` 1 to 230 with ``mz == nz``)
+    or when it is a ``.mrc`` file with ``ispg`` 0 (the map suffix; stacks are ``.mrcs``).
+    """
+    if nz != nx or nz <= 1:
+        return False
+    if 1 <= ispg <= 230:
+        return mz == nz
+    return path.suffix.lower() == ".mrc"
 
 
 def _open_mmap(path: Path) -> tuple[mrcfile.mrcmemmap.MrcMemmap, np.ndarray]:
@@ -128,7 +160,8 @@ class MrcImageReader:
     64 stacks are mapped at a time (least recently used are unmapped), so a STAR referencing
     thousands of stacks does not exhaust file handles. The reader pickles without its maps
     (for data-loader workers). ``read`` returns float32 ``(n, L, L)`` and raises
-    :class:`InputError` naming the file and image on NaN or inf pixels.
+    :class:`InputError` naming the file and image on NaN, inf or absurd pixels
+    (``|x| >`` :data:`MAX_PIXEL`).
     """
 
     def __init__(self, files: list[Path], file_ids: np.ndarray, indices: np.ndarray, box: int):
@@ -178,12 +211,17 @@ class MrcImageReader:
             # Sorted access reads the file front to back; then scatter back to request order.
             out[sel[order]] = data[rows[order]]
             _release(data, rows)
-        bad = ~np.isfinite(out.reshape(out.shape[0], -1)).all(axis=1)
+        flat = out.reshape(out.shape[0], -1)
+        with np.errstate(invalid="ignore"):
+            bad_pixel = ~(np.abs(flat) <= MAX_PIXEL)  # NaN compares false
+        bad = bad_pixel.any(axis=1)
         if bad.any():
             k = int(np.nonzero(bad)[0][0])
+            value = flat[k][bad_pixel[k]][0]
             raise InputError(
-                f"{self.files[fids[k]]}: image {local[k] + 1} (particle {idx[k]}) contains NaN "
-                "or inf pixels; expected finite values"
+                f"{self.files[fids[k]]}: image {local[k] + 1} (particle {idx[k]}) has a pixel "
+                f"value {value:g}; expected finite values (not NaN or inf) with "
+                f"|x| <= {MAX_PIXEL:g}"
             )
         return out
 

@@ -105,6 +105,7 @@ class MrcStackSource(_MapsAndPkl, ImageSource):
 
     def read(self, path: Path, datadir: Path | None = None, **options) -> ParticleStack:
         """Open a stack; ``datadir`` and ``stack`` do not apply; ``images=False`` is accepted."""
+        from cryospin.io.checks import PIXEL_SIZE
         from cryospin.io.mrc import MrcImageReader, read_stack_header
 
         path = Path(path)
@@ -115,10 +116,10 @@ class MrcStackSource(_MapsAndPkl, ImageSource):
             [path], np.zeros(header.n, np.int32), np.arange(header.n), header.box
         )
         pixel = header.pixel_size_A
-        if not pixel > 0:
+        if not PIXEL_SIZE.contains(np.array([pixel]))[0]:
             raise InputError(
-                f"{path}: header pixel size is {pixel}; expected a positive size in Å "
-                "(give the particles as a STAR or .cs file that states it)"
+                f"{path}: header pixel size is {pixel:g} (cella / mx); expected "
+                f"{PIXEL_SIZE.describe()} (or give the particles as a STAR or .cs file)"
             )
         n = header.n
         nan = np.full(n, np.nan)

@@ -3,9 +3,12 @@
 Reading (:func:`read_star`): every optics group is read and joined per particle on
 ``rlnOpticsGroup``; a value in the particle block overrides its optics group's. Pixel size comes
 from ``rlnImagePixelSize``, else ``rlnDetectorPixelSize`` (µm) * 1e4 / ``rlnMagnification``
-(RELION 3.0), else the stack header. Poses from ``rlnAngleRot/Tilt/Psi`` (degrees, RELION's
-matrix ``A`` via :func:`cryospin.core.so3.relion_euler_to_rotation`) and ``rlnOriginXAngst/YAngst``
-(Å) or ``rlnOriginX/Y`` (pixels, 3.0). ``rlnRandomSubset`` becomes the half-set labels. Every
+(RELION 3.0), else the stack header; optics groups with different pixel sizes are
+Fourier-rescaled to the smallest (:mod:`cryospin.io.rescale`), different box sizes refused.
+Every value is range-checked (:mod:`cryospin.io.checks`). Poses from
+``rlnAngleRot/Tilt/Psi`` (degrees, RELION's matrix ``A`` via
+:func:`cryospin.core.so3.relion_euler_to_rotation`) and ``rlnOriginXAngst/YAngst`` (Å) or
+``rlnOriginX/Y`` (pixels, 3.0). ``rlnRandomSubset`` becomes the half-set labels. Every
 column, known or not, is kept in ``stack.metadata`` for writing back.
 
 Writing (:func:`write_star`, re-exported from :mod:`cryospin.io.star_write`): RELION 3.1 with an
@@ -25,10 +28,13 @@ import starfile
 
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
+from cryospin.io.checks import STAR_RANGES, check_not_empty, check_ranges
 from cryospin.io.common import (
     NoImages,
+    check_one_box,
     choose_pixel_size,
     open_referenced_stacks,
+    rescale_to_working,
 )
 from cryospin.io.paths import split_image_names
 from cryospin.io.poses import euler_to_rotations
@@ -63,9 +69,11 @@ def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
     The particle table is the ``particles`` block, else the first block with ``rlnImageName`` or
     ``rlnDefocusU`` (3.0 files name it ``data_``, ``data_images``, ``data_model_class_1``...).
+    Both tables' values are range-checked (:data:`cryospin.io.checks.STAR_RANGES`).
 
     Raises:
-        InputError: the file cannot be parsed or holds no particle table.
+        InputError: the file cannot be parsed, holds no particle table, a table has a header
+            but no rows, or a value is not a number or out of range (names table, row, field).
     """
     try:
         blocks = starfile.read(path, always_dict=True)
@@ -88,7 +96,14 @@ def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
             f"{path}: no particle table; expected a data_particles block or a loop with "
             "rlnImageName and rlnDefocusU"
         )
-    return particles.reset_index(drop=True), optics
+    particles = particles.reset_index(drop=True)
+    table = "data_particles" if optics is not None else "the particle table"
+    check_not_empty(path, len(particles), table)
+    if optics is not None:
+        check_not_empty(path, len(optics), "data_optics", "one row per optics group")
+        check_ranges(path, optics, STAR_RANGES, "data_optics ")
+    check_ranges(path, particles, STAR_RANGES, "data_particles " if optics is not None else "")
+    return particles, optics
 
 
 def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
@@ -103,7 +118,7 @@ def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None
     """
     n = len(particles)
     out = pd.DataFrame(index=particles.index)
-    if optics is None or len(optics) == 0:
+    if optics is None:
         out["rlnOpticsGroup"] = (
             particles["rlnOpticsGroup"].to_numpy(dtype=np.int64)
             if "rlnOpticsGroup" in particles
@@ -185,11 +200,6 @@ def _ctf(path: Path, particles: pd.DataFrame, col: Callable[..., np.ndarray]) ->
         phase_shift_deg=col("rlnPhaseShift", 0.0),
         bfactor_A2=col("rlnCtfBfactor") if "rlnCtfBfactor" in particles else None,
     )
-    if not (ctf.voltage_kV > 0).all():
-        row = int(np.nonzero(~(ctf.voltage_kV > 0))[0][0])
-        raise InputError(
-            f"{path}: row {row + 1}: rlnVoltage is {ctf.voltage_kV[row]}; expected > 0"
-        )
     return ctf
 
 
@@ -277,6 +287,9 @@ def read_star(
         return np.full(n, np.nan if default is None else default)
 
     ctf = _ctf(path, particles, col)
+    groups = merged["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+    if "rlnImageSize" in merged:
+        check_one_box(path, _numeric(path, merged, "rlnImageSize"), groups, "rlnImageSize")
     per_particle_ps, ps_field = _pixel_sizes(path, merged)
     box: int | None
     if images:
@@ -288,7 +301,9 @@ def read_star(
     if per_particle_ps is None and not images:
         pixel_size = float("nan")
     else:
-        pixel_size = choose_pixel_size(path, per_particle_ps, headers, ps_field)
+        pixel_size = choose_pixel_size(path, per_particle_ps, headers, ps_field, groups)
+    if images and box is not None:
+        reader = rescale_to_working(reader, box, per_particle_ps, pixel_size)
     ps = per_particle_ps if per_particle_ps is not None else pixel_size
     rotations, shifts = _poses(set(particles.columns), col, ps, n)
     half_set = None
@@ -303,7 +318,7 @@ def read_star(
         ctf=ctf,
         rotations=rotations,
         shifts_A=shifts,
-        optics_group=merged["rlnOpticsGroup"].to_numpy(dtype=np.int64),
+        optics_group=groups,
         half_set=half_set,
         metadata=particles,
         optics=optics,
