@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -106,8 +107,15 @@ class RunConfig(BaseModel):
     decoder_config: dict[str, Any] = Field(default_factory=dict)
 
     box: int | None = Field(None, ge=8, description="working box: Fourier-crop images to it")
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description="total epochs; None: from the work schedule (amortized_images, direct_images; "
+        "resolve_schedule)",
+    )
+    batch_size: int = Field(
+        32, ge=1, description="images per step (paper text 64; the paper's code and cryospin 32)"
+    )
     seed: int = 0
     shifts: bool = Field(False, description="estimate in-plane translations")
     max_shift_A: float | None = Field(None, gt=0, description="clamp |shift| (default L/4 px)")
@@ -118,14 +126,46 @@ class RunConfig(BaseModel):
         "semi-amortized", description="semi-amortized: amortized then direct; or one stage only"
     )
     switch: Literal["epoch", "auto"] = "epoch"
-    switch_epoch: int = Field(7, ge=0, description="epochs of the amortized stage (switch: epoch)")
+    switch_epoch: int | None = Field(
+        None,
+        ge=0,
+        description="epochs of the amortized stage (switch: epoch); None: "
+        "ceil(amortized_images / N)",
+    )
+    amortized_images: int = Field(
+        200_000,
+        ge=1,
+        description="work schedule: images the amortized stage sees, whatever N (6,250 steps of "
+        "32; the paper's 7 epochs of 50,000 at batch 64 are 5,500 steps)",
+    )
+    direct_images: int = Field(
+        100_000, ge=1, description="work schedule: images the direct stage sees"
+    )
+    direct_min_epochs: int = Field(
+        5, ge=1, description="work schedule: at least this many direct-stage visits per particle"
+    )
+    amortized_box: int | None = Field(
+        32,
+        ge=8,
+        description="semi-amortized: the amortized stage compares only the lowest "
+        "amortized_box / 2 Fourier shells and its encoder sees the images Fourier-cropped to "
+        "this box (coarse-to-fine); None: the full box",
+    )
+    coarse_to_fine: bool = Field(
+        True,
+        description="frequency marching: the mask grows from amortized_box / 4 shells to "
+        "amortized_box / 2 over the amortized stage, then to mask_radius over the first two "
+        "thirds of the direct stage (unless mask_radius_start is set)",
+    )
     auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
     pose_steps: int = Field(5, ge=1, description="direct stage: pose steps per batch")
     volume_steps: int = Field(1, ge=1, description="direct stage: volume steps per batch")
 
-    lr_encoder: float = Field(1e-4, gt=0)
-    lr_decoder: float = Field(0.05, gt=0)
-    lr_decoder_direct: float = Field(0.02, gt=0)
+    lr_encoder: float = Field(1e-3, gt=0, description="paper 1e-4 (preset paper)")
+    lr_decoder: float = Field(0.01, gt=0, description="paper text 0.05, paper's code 5e-3")
+    lr_decoder_direct: float = Field(
+        0.005, gt=0, description="paper text 0.02, paper's code 2e-3"
+    )
     lr_pose: float = Field(0.05, gt=0, description="rad per Adam step scale")
     lr_shift: float = Field(0.1, gt=0, description="pixels per Adam step scale")
     pose_betas: tuple[float, float] = (0.9, 0.999)
@@ -134,6 +174,11 @@ class RunConfig(BaseModel):
     mask_radius: float = Field(1.0, gt=0, le=1.5, description="fraction of Nyquist")
     mask_radius_start: float | None = Field(None, gt=0, le=1.5)
     mask_grow_epochs: int = Field(0, ge=0)
+    mask_knots: list[tuple[float, float]] | None = Field(
+        None,
+        description="piecewise-linear mask radius: (epoch, fraction of Nyquist) pairs; set by "
+        "resolve_schedule when coarse_to_fine",
+    )
     invert_contrast: bool | None = Field(
         None,
         description="multiply images by -1; None: the format's default (see engine.data)",
@@ -168,6 +213,9 @@ class RunConfig(BaseModel):
 
     def mask_radius_at(self, epoch: int) -> float:
         """Frequency-mask radius (fraction of Nyquist) used during ``epoch`` (0-based)."""
+        if self.mask_knots:
+            xs, ys = zip(*self.mask_knots, strict=True)
+            return float(np.interp(epoch, xs, ys))
         if self.mask_radius_start is None or self.mask_grow_epochs == 0:
             return self.mask_radius
         t = min(1.0, epoch / self.mask_grow_epochs)
@@ -210,6 +258,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:
-    """Write the resolved configuration (every field) as YAML."""
-    data = cfg.model_dump(mode="json")
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    """Write the resolved configuration (every field) as YAML, atomically."""
+    from cryospin.core.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
