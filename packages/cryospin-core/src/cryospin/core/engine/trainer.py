@@ -24,6 +24,7 @@ from cryospin.core.engine.config import RunConfig, validate_component_config
 from cryospin.core.engine.data import ParticleData
 from cryospin.core.engine.forward import frequency_mask
 from cryospin.core.engine.metrics_log import MetricsLog
+from cryospin.core.engine.nonfinite import check_loss
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.results import TrainResult, Truth
@@ -308,6 +309,7 @@ class Trainer:
             t0 = time.perf_counter()
             loss_sum, n_mine = self._step(stage, *plan[bi])
             red = self._reduce([loss_sum, n_mine, 1.0 if guard.requested else 0.0])
+            check_loss(float(red[0]), self.data, epoch, bi, self.stage_name)  # before any write
             n_step = int(red[1])
             self._count_step(float(red[0]), n_step, time.perf_counter() - t0, bi)
             ips = self.acc["n"] / max(self.acc["time"], 1e-9)
@@ -331,6 +333,7 @@ class Trainer:
         cfg = self.cfg
         if resume and self.ckpt_path.exists():
             self.load_state_dict(ckpt.load(self.ckpt_path))
+            self.done = self.epoch >= cfg.epochs  # a larger --epochs extends a finished run
         self.log.trim(self.epoch)
         self._barrier()
         from cryospin.core.engine.progress import RunProgress
