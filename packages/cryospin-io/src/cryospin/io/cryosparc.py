@@ -9,7 +9,8 @@ ab-initio jobs, ``alignments_class_0/*``: ``pose`` (axis-angle, radians; RELION'
 ``blob/psize_A``; same sign as RELION's origin), ``split`` (0/1 half-sets, stored as 1/2).
 ``blob/sign`` (-1 for dark-protein stacks) is kept in ``stack.extra["blob_sign"]``.
 
-Write (:func:`write_cs`): the original array with the pose fields replaced (or added).
+Write (:func:`write_cs`): the original array with the pose fields replaced (or added); a stack read
+from another format gets a new array (:func:`cryospin.io.cs_write.particle_array`).
 """
 
 from __future__ import annotations
@@ -215,15 +216,21 @@ def write_cs(
 ) -> None:
     """Write ``stack`` as a ``.cs`` file with the given (or its own) poses, atomically.
 
-    The original array is kept; ``<prefix>/pose`` (axis-angle), ``<prefix>/shift`` (pixels at
-    ``<prefix>/psize_A``, set to the stack's pixel size) are replaced or added, with
-    ``prefix`` the file's alignment group (``alignments3D`` when it had none).
+    The original array is kept (``blob/path`` made absolute under
+    ``extra["absolute_image_paths"]``, :func:`cryospin.io.cs_write.with_absolute_paths`); a
+    stack read from another format (STAR, MRC) gets a new array
+    (:func:`cryospin.io.cs_write.particle_array`). ``<prefix>/pose`` (axis-angle),
+    ``<prefix>/shift`` (pixels at ``<prefix>/psize_A``, set to the stack's pixel size) are
+    replaced or added, with ``prefix`` the file's alignment group (``alignments3D`` when it had
+    none).
     """
+    from cryospin.io.cs_write import particle_array, with_absolute_paths
+
     n = len(stack)
     if isinstance(stack.metadata, np.ndarray) and stack.metadata.dtype.names:
-        data = stack.metadata.copy()
+        data = with_absolute_paths(stack.metadata.copy(), stack)
     else:
-        raise ValueError(f"{path}: write_cs needs a stack read from a .cs file")
+        data = particle_array(stack)
     rotations = stack.rotations if rotations is None else rotations
     shifts_A = stack.shifts_A if shifts_A is None else shifts_A
     if rotations is None:

@@ -2,7 +2,10 @@
 
 Every original column is kept, ``rlnAngleRot/Tilt/Psi`` and ``rlnOriginXAngst/YAngst`` are replaced
 by the given poses; :func:`new_particle_stack` builds the metadata of a new stack to write.
-Reading is :mod:`cryospin.io.star`.
+Reading is :mod:`cryospin.io.star`. Two flags in ``stack.extra`` (set by ``cryospin run``) change
+what is written: ``absolute_image_paths`` names each image by the absolute path of the stack it
+was read from (:mod:`cryospin.io.image_locations`), so the file resolves from any folder;
+``pixel_size_override`` (``--apix``) writes the stack's pixel size into every optics group.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import starfile
 from cryospin.core.atomic import atomic_path
 from cryospin.core.particles import CTFParams, ParticleStack
 from cryospin.io.common import NoImages, file_geometry
+from cryospin.io.image_locations import absolute_image_names, wants_absolute_paths
 from cryospin.io.poses import rotations_to_euler
 
 
@@ -29,7 +33,7 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
     box, pixel_size = file_geometry(stack)
     if stack.optics is not None and stack.optics_group is not None:
         optics = stack.optics.copy()
-        if "rlnImagePixelSize" not in optics:
+        if "rlnImagePixelSize" not in optics or stack.extra.get("pixel_size_override"):
             optics["rlnImagePixelSize"] = pixel_size
         if "rlnImageSize" not in optics and box:
             optics["rlnImageSize"] = int(box)
@@ -92,7 +96,8 @@ def write_star(
 ) -> None:
     """Write ``stack`` as a RELION 3.1 particle STAR file (optics block), atomically.
 
-    Every original particle column is kept (``rlnImageName`` included). The poses written are
+    Every original particle column is kept (``rlnImageName`` included, made absolute under
+    ``extra["absolute_image_paths"]``, see the module docstring). The poses written are
     ``rotations`` ``(N, 3, 3)`` (RELION ``A``) and ``shifts_A`` ``(N, 2)`` (RELION origins in Å)
     when given, else the stack's own; they replace ``rlnAngleRot/Tilt/Psi`` and
     ``rlnOriginXAngst/YAngst`` (pixel origins ``rlnOriginX/Y`` of a 3.0 file are dropped, being
@@ -111,6 +116,9 @@ def write_star(
             particles["rlnRandomSubset"] = stack.half_set
     if len(particles) != n:
         raise ValueError(f"{path}: metadata has {len(particles)} rows for {n} particles")
+    names = absolute_image_names(stack) if wants_absolute_paths(stack) else None
+    if names is not None:
+        particles["rlnImageName"] = names
     optics, groups = _optics_table(stack)
     particles["rlnOpticsGroup"] = groups
     rotations = stack.rotations if rotations is None else rotations

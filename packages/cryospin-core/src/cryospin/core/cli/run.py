@@ -1,17 +1,25 @@
 r"""Reconstruct a map ab initio from a particle stack (semi-amortized cryoSPIN by default).
 
-Writes to --out: config.yaml, map.mrc, poses.star (the input's format) and poses.pkl,
-metrics.jsonl, fsc.csv/fsc.png, orientations.png, head_usage.png, checkpoints/ and summary.json.
-Settings come from --config (YAML, every field of the run configuration) and the flags, which
-override it. With --resume the run continues from DIR/checkpoints (its config.yaml is the base).
-SIGINT/SIGTERM checkpoint and stop; run again with --resume.
+Writes to -o/--out: config.yaml, map.mrc, poses.star, poses.cs (cryoSPARC) and poses.pkl
+(cryoDRGN), whose image names resolve from any folder; metrics.jsonl, fsc.csv/fsc.png,
+orientations.png, head_usage.png, checkpoints/, run.log (every event, timestamped) and
+summary.json (numbers, versions, command line, start time); with --tensorboard, tensorboard/.
+Settings come from --config (YAML, every field of the run configuration), then --set KEY=VALUE,
+then the flags. With --resume the run continues from DIR/checkpoints (its config.yaml is the
+base; settings that shape the result and the particle set must not change). A folder that holds
+another run is refused unless --overwrite is given; one live run per folder (DIR/.lock). The
+particles' contrast is measured first: when it contradicts the format's default
+inversion the run stops and names the flag to pass (--invert or --no-invert). SIGINT/SIGTERM
+checkpoint and stop; run again with --resume.
 
 \b
 Example:
-    cryospin run --particles p.star --encoder multihead --decoder hartley --out run1/
-    cryospin run --particles p.star --encoder multihead --decoder hartley --out run1/ --box 64
-    cryospin run --particles p.star --out run1/ --shifts --half-sets --gt-map truth.mrc
-    cryospin run --launcher torchrun --gpus 4 --device cuda --particles p.star --out run1/
+    cryospin run --particles p.star -o run1/
+    cryospin run --particles trpv1.star --stack trpv1.mrcs -o run1/ --box 64 --epochs 20
+    cryospin run --particles p.star -o run1/ --no-invert --ind keep.pkl --apix 1.31
+    cryospin run --particles p.star -o run1/ --set encoder_config.n_heads=7 --threads 8
+    cryospin run --particles p.star -o run1/ --shifts --half-sets --gt-map truth.mrc
+    cryospin run --launcher torchrun --gpus 4 --device cuda --particles p.star -o run1/
 """
 
 from __future__ import annotations
@@ -23,47 +31,137 @@ from typing import Any
 
 import click
 
-from cryospin.core.errors import ConfigError
+from cryospin.core.errors import ConfigError, CryospinError
+
+#: Flags (by option name) -> run-configuration fields, where the two differ.
+FLAG_FIELDS = {"invert": "invert_contrast", "threads": "num_threads"}
 
 
-def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str, Any]) -> Any:
-    """Merge the saved config (on resume), the --config file and explicit flags; validate."""
+def resolve_config(
+    out: Path,
+    config: str | None,
+    resume: bool,
+    flags: dict[str, Any],
+    sets: tuple[str, ...] | list[str] = (),
+) -> Any:
+    """Merge the saved config (on resume), --config, --set items and the flags; validate.
+
+    Later sources win: saved ``config.yaml`` < ``--config`` < ``--set`` < flags (``None`` = not
+    given). ``--set`` keys may be dotted (``encoder_config.n_heads=7``); values are YAML.
+
+    Raises:
+        ConfigError: a malformed ``--set`` item or YAML file, or an invalid field (one line).
+    """
     from cryospin.core.engine.config import load_yaml, validate_config
+    from cryospin.core.grid.keys import parse_set, set_dotted
 
     data: dict[str, Any] = {}
     saved = out / "config.yaml"
-    if resume and saved.exists():
+    if resume and not saved.is_file():
+        raise ConfigError(f"--resume: {saved} is missing: {out} holds no run to resume")
+    if resume:
         data.update(load_yaml(saved))
     if config:
         data.update(load_yaml(config))
-    data.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in parse_set(list(sets)).items():
+        set_dotted(data, key, value, "--set")
+    data.update({FLAG_FIELDS.get(k, k): v for k, v in flags.items() if v is not None})
     return validate_config(data)
 
 
 @click.command(help=__doc__)
 @click.option(
-    "--particles", type=click.Path(dir_okay=False), help="particle file (.star, .cs, ...)"
+    "--particles",
+    type=click.Path(dir_okay=False),
+    help="particle file: .star (RELION), .cs (cryoSPARC) or .mrcs; e.g. --particles p.star",
 )
 @click.option(
-    "--datadir", type=click.Path(file_okay=False), help="folder image paths are relative to"
+    "--stack",
+    type=click.Path(dir_okay=False),
+    help="stack file replacing the single stack the particle file names; "
+    "e.g. --stack trpv1_small_stack.mrcs",
 )
-@click.option("--encoder", help="encoder name (cryospin plugins), e.g. multihead")
-@click.option("--decoder", help="decoder name, e.g. hartley")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="output folder")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML run configuration")
-@click.option("--box", type=int, help="working box (Fourier-crop the images)")
-@click.option("--epochs", type=int, help="number of epochs")
-@click.option("--seed", type=int, help="random seed")
-@click.option("--shifts/--no-shifts", default=None, help="estimate in-plane translations")
+@click.option(
+    "--datadir",
+    type=click.Path(file_okay=False),
+    help="folder the image paths are relative to; e.g. --datadir /data/project",
+)
+@click.option(
+    "--ind",
+    type=click.Path(dir_okay=False),
+    help="particle subset: cryoDRGN index .pkl or text file of 0-based indices; "
+    "e.g. --ind keep.pkl",
+)
+@click.option(
+    "--apix",
+    type=float,
+    help="pixel size in Å of the images, overriding the file's; e.g. --apix 1.31",
+)
+@click.option(
+    "--invert/--no-invert",
+    "invert",
+    default=None,
+    help="multiply the images by -1 (default: by format, RELION yes; checked against the "
+    "measured contrast); e.g. --no-invert",
+)
+@click.option("--encoder", help="encoder name (cryospin plugins); e.g. --encoder multihead")
+@click.option("--decoder", help="decoder name; e.g. --decoder hartley")
+@click.option(
+    "-o",
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="output folder; e.g. -o run1/",
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help="YAML run configuration; e.g. --config run.yaml",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="set any configuration field (dotted keys, YAML values; repeatable); "
+    "e.g. --set encoder_config.n_heads=7 --set lr_pose=0.02",
+)
+@click.option("--box", type=int, help="working box (Fourier-crop the images); e.g. --box 64")
+@click.option("--epochs", type=int, help="number of epochs; e.g. --epochs 20")
+@click.option("--seed", type=int, help="random seed; e.g. --seed 1")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="CPU threads of torch (default OMP_NUM_THREADS, else one per core); e.g. --threads 8",
+)
+@click.option(
+    "--shifts/--no-shifts", default=None, help="estimate in-plane translations; e.g. --shifts"
+)
 @click.option(
     "--half-sets/--no-half-sets",
     "half_sets",
     default=None,
-    help="reconstruct two half-sets independently; gold-standard FSC",
+    help="reconstruct two half-sets independently; gold-standard FSC; e.g. --half-sets",
 )
-@click.option("--gt-map", "gt_map", type=click.Path(dir_okay=False), help="ground-truth map")
-@click.option("--device", help="cpu, cuda or auto")
-@click.option("--resume", is_flag=True, help="continue from DIR/checkpoints")
+@click.option(
+    "--gt-map",
+    "gt_map",
+    type=click.Path(dir_okay=False),
+    help="ground-truth map for the metrics; e.g. --gt-map truth.mrc",
+)
+@click.option("--device", help="cpu, cuda or auto; e.g. --device cuda")
+@click.option(
+    "--tensorboard/--no-tensorboard",
+    default=None,
+    help="also write per-epoch scalars to OUT/tensorboard (needs the tensorboard package); "
+    "e.g. --tensorboard",
+)
+@click.option("--resume", is_flag=True, help="continue from DIR/checkpoints; e.g. --resume")
+@click.option(
+    "--overwrite", is_flag=True, help="replace the run already in --out; e.g. --overwrite"
+)
 @click.option(
     "--launcher",
     type=click.Choice(["none", "torchrun"]),
@@ -77,61 +175,63 @@ def resolve_config(out: Path, config: str | None, resume: bool, flags: dict[str,
     help="processes for --launcher torchrun (one per GPU; CPU processes with --device cpu)",
 )
 def run(
-    particles: str | None,
-    datadir: str | None,
-    encoder: str | None,
-    decoder: str | None,
     out: str,
     config: str | None,
-    box: int | None,
-    epochs: int | None,
-    seed: int | None,
-    shifts: bool | None,
-    half_sets: bool | None,
-    gt_map: str | None,
-    device: str | None,
+    sets: tuple[str, ...],
     resume: bool,
+    overwrite: bool = False,
     launcher: str = "none",
     gpus: int | None = None,
+    **flags: Any,
 ) -> None:
     """Run the reconstruction and print the summary's key numbers."""
-    from cryospin.core.engine.checkpoint import StopRequested
-    from cryospin.core.engine.pipeline import run_reconstruction
-
     out_dir = Path(out)
-    flags = {
-        "particles": particles,
-        "datadir": datadir,
-        "encoder": encoder,
-        "decoder": decoder,
-        "box": box,
-        "epochs": epochs,
-        "seed": seed,
-        "shifts": shifts,
-        "half_sets": half_sets,
-        "gt_map": gt_map,
-        "device": device,
-    }
-    cfg = resolve_config(out_dir, config, resume, flags)
+    if resume and overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other")
+    cfg = resolve_config(out_dir, config, resume, flags, sets)
     if launcher == "torchrun" and int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # engine.distributed
         from cryospin.core.engine.distributed import cli_args, relaunch
 
-        sys.exit(relaunch(gpus or 1, cli_args(flags, resume, out, config)))
-    if resume and not out_dir.exists():
-        raise ConfigError(f"--resume: output folder {out_dir} does not exist")
+        args = cli_args(flags, resume, out, config) + [a for s in sets for a in ("--set", s)]
+        args += ["--overwrite"] if overwrite else []
+        sys.exit(relaunch(gpus or 1, args))
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports, the others only train
+        _reconstruct(cfg, out_dir, resume, overwrite)
+        return
+    from cryospin.core.engine.run_folder import out_errors
+    from cryospin.core.engine.run_log import run_log
+
+    with out_errors(out_dir), run_log(out_dir, tensorboard=cfg.tensorboard):
+        _reconstruct(cfg, out_dir, resume, overwrite)
+
+
+def _reconstruct(cfg: Any, out: Path, resume: bool, overwrite: bool = False) -> None:
+    """Run :func:`run_reconstruction`; report the start, a stop or an error, and the summary."""
+    from cryospin.core import __version__
+    from cryospin.core.engine.checkpoint import StopRequested
+    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.engine.report import command_line
+    from cryospin.core.engine.run_log import event
+
+    started = "resumed" if resume else "started"
+    event(f"cryospin {__version__} {started}: {command_line()}", on_terminal=False)
     try:
-        summary = run_reconstruction(cfg, out_dir, resume=resume)
+        summary = run_reconstruction(cfg, out, resume=resume, overwrite=overwrite)
     except StopRequested as stop:
-        click.echo(
-            f"stopped ({stop.reason}); checkpoint saved in {out_dir}; continue with --resume",
-            err=True,
-        )
+        event(f"stopped ({stop.reason}); checkpoint saved in {out}; continue with --resume")
         sys.exit(0 if stop.reason == "max_steps" else 130)
-    print_summary(summary)
+    except CryospinError as exc:
+        event(f"error: {exc}", on_terminal=False)  # main() prints it and exits with status 2
+        raise
+    if summary:
+        print_summary(summary)
+        event(f"finished: outputs in {out}", on_terminal=False)
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """Print the headline numbers of a run."""
+    """Print the headline numbers of a run (stdout), each also an event of ``run.log``."""
+    from cryospin.core.engine.run_log import event
+
     keys = [
         ("resolution_vs_truth_A", "resolution vs truth (FSC 0.5)", "Å"),
         ("gold_standard_resolution_A", "gold-standard resolution (FSC 0.143)", "Å"),
@@ -144,9 +244,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     ]
     if summary.get("symmetry_deg") is None:  # no symmetry accepted: the same number as above
         keys = [k for k in keys if k[0] != "rotation_error_sym_median_deg"]
+    lines = []
     for key, label, unit in keys:
         if summary.get(key) is not None:
-            click.echo(f"{label}: {summary[key]:.2f} {unit}")
+            lines.append(f"{label}: {summary[key]:.2f} {unit}")
     for stage, ips in (summary.get("images_per_s") or {}).items():
         if ips:
-            click.echo(f"images/s ({stage}): {ips:.1f}")
+            lines.append(f"images/s ({stage}): {ips:.1f}")
+    for line in lines:
+        click.echo(line)
+        event(line, on_terminal=False)

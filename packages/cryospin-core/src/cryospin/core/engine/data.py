@@ -38,8 +38,12 @@ class Batch:
     ctf: torch.Tensor  # (B, L, L)
 
 
-def open_stack(path: str | Path, datadir: str | Path | None = None) -> ParticleStack:
-    """Open a particle file with the registered image source for its suffix."""
+def open_stack(path: str | Path, datadir: str | Path | None = None, **options) -> ParticleStack:
+    """Open a particle file with the registered image source for its suffix.
+
+    ``options`` go to the source's ``read`` (cryospin-io: ``stack``, the file replacing the single
+    stack a metadata file names).
+    """
     from cryospin.core.registry import get_registry
 
     path = Path(path)
@@ -50,7 +54,7 @@ def open_stack(path: str | Path, datadir: str | Path | None = None) -> ParticleS
     for src_name in registry.names("image_source"):
         src = registry.get("image_source", src_name)
         if any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
-            return src.read(path, Path(datadir) if datadir else None)
+            return src.read(path, Path(datadir) if datadir else None, **options)
     known = sorted(
         {
             s

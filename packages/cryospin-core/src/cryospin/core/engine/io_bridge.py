@@ -43,6 +43,15 @@ def _find(method: str, suffix: str | None = None) -> Callable[..., Any]:
     )
 
 
+def provides(method: str, suffix: str | None = None) -> bool:
+    """Whether an installed image source provides ``method`` (for ``suffix`` files, if given)."""
+    try:
+        _find(method, suffix)
+    except CryospinError:
+        return False
+    return True
+
+
 def read_map(path: str | Path) -> tuple[np.ndarray, float]:
     """Read a cubic map ``(D, D, D)`` ``[z, y, x]`` (float32) and its voxel size (Å)."""
     vol, apix = _find("read_map")(Path(path))

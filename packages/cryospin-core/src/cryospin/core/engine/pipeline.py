@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import torch
 
 from cryospin.core.engine import distributed, io_bridge, report
 from cryospin.core.engine.config import RunConfig, save_yaml
-from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
+from cryospin.core.engine.data import ParticleData, split_half_sets
+from cryospin.core.engine.inputs import open_run_stack
 from cryospin.core.engine.pose_output import CheckpointPoses, write_pose_files
 from cryospin.core.engine.trainer import TrainResult, Truth
 from cryospin.core.errors import InputError
@@ -110,13 +112,12 @@ def run_reconstruction(
         cryospin.core.engine.checkpoint.StopRequested: stopped early after a checkpoint.
     """
     t_start = time.perf_counter()
+    started_at = datetime.now().astimezone()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     setup_torch(cfg)
     dist_on = distributed.init_from_env(cfg) > 1  # torchrun: see engine.distributed
-    if not cfg.particles:
-        raise InputError("no particle file given (--particles)")
-    stack = open_stack(cfg.particles, cfg.datadir)
+    stack, input_info = open_run_stack(cfg)  # --stack, --apix, --ind, contrast check
     n = len(stack)
     if n < 2:
         raise InputError(f"{cfg.particles}: needs at least 2 particles, has {n}")
@@ -277,6 +278,8 @@ def run_reconstruction(
             "resumed": bool(resume),
             **distributed.summary_fields(cfg),
             "invert_contrast": base.invert,
+            **{k: v for k, v in input_info.items() if k != "invert_contrast"},
+            **report.run_provenance(started_at),
         }
     )
     from cryospin.core.evaluation.outputs import write_summary_json

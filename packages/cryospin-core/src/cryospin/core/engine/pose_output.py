@@ -1,9 +1,11 @@
-"""The run's pose files, ``poses.star`` (or the input's format) and ``poses.pkl``.
+"""The run's pose files: ``poses.star``, ``poses.cs``, ``poses.pkl`` (and the input's own format).
 
 One code path writes them, :func:`write_pose_files`: at the end of a run (from the trained results)
 and after every checkpoint (:class:`CheckpointPoses`, from what the checkpoint holds). Both files
 are written atomically by the I/O plugin (:mod:`cryospin.core.atomic`), so a run killed at any
-moment leaves the previous or the new file, never a torn one.
+moment leaves the previous or the new file, never a torn one. The particle files name every image
+by the absolute path of the stack it was read from (``extra["absolute_image_paths"]``, see
+``cryospin.io.image_locations``), so they read from the output folder or anywhere else.
 
 Poses of a checkpoint (:func:`checkpoint_poses`): once the pose table is initialised (direct stage)
 the table's ``R_i = exp(w_i) R0_i`` and its shifts; before (amortized stage) each particle's
@@ -14,6 +16,7 @@ writes the files (rank 0), after every rank saved its shard: no training step ga
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,9 @@ from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine import io_bridge
 from cryospin.core.engine.pose_table import table_rotations
 
+#: Particle-file formats every run writes (``poses.star``, ``poses.cs``), by suffix.
+POSE_FORMATS = (".star", ".cs")
+
 
 def write_pose_files(
     out: Path,
@@ -35,20 +41,25 @@ def write_pose_files(
     pixel_size_A: float,
     box: int,
 ) -> None:
-    """Write ``out/poses<suffix of particles>`` and ``out/poses.pkl``, atomically.
+    """Write ``out/poses.star``, ``out/poses.cs`` and ``out/poses.pkl``, atomically.
 
     ``rotations`` ``(N, 3, 3)`` are RELION's ``A`` for every particle of ``stack`` (in stack order);
     ``shifts_px`` ``(N, 2)`` are the content translations in pixels, written as RELION origins
-    ``-shift * pixel_size_A`` (Å; the origin undoes the translation). The particle file keeps the
-    input's format (``.star`` when ``particles`` has no suffix).
+    ``-shift * pixel_size_A`` (Å; the origin undoes the translation). Whatever the input's format,
+    the run writes a RELION STAR and a cryoSPARC particle file (:data:`POSE_FORMATS`), plus
+    ``poses<suffix of particles>`` when a plugin writes that format too.
 
     Raises:
-        CryospinError: no installed I/O plugin writes that format.
+        CryospinError: no installed I/O plugin writes STAR or ``.cs`` files.
     """
     origins_A = -np.asarray(shifts_px, dtype=np.float64) * pixel_size_A
-    io_bridge.write_poses(
-        Path(out) / f"poses{Path(particles).suffix or '.star'}", stack, rotations, origins_A
-    )
+    stack = dataclasses.replace(stack, extra={**stack.extra, "absolute_image_paths": True})
+    suffixes = dict.fromkeys(POSE_FORMATS)
+    own = Path(particles).suffix.lower()
+    if own and io_bridge.provides("write_poses", own):
+        suffixes[own] = None
+    for suffix in suffixes:
+        io_bridge.write_poses(Path(out) / f"poses{suffix}", stack, rotations, origins_A)
     io_bridge.write_poses_pkl(Path(out) / "poses.pkl", rotations, origins_A, pixel_size_A, box)
 
 

@@ -2,11 +2,18 @@
 
 Calls :mod:`cryospin.core.evaluation`: rotation error after the best global rotation and hand
 (modulo a symmetry of the truth map), shift error after the best global translation, map
-alignment, FSC. FSC curves come from :func:`cryospin.core.fsc.fsc` (unmasked).
+alignment, FSC. FSC curves come from :func:`cryospin.core.fsc.fsc` (unmasked). Also the run's
+provenance for ``summary.json`` (:func:`run_provenance`).
 """
 
 from __future__ import annotations
 
+import platform
+import shlex
+import sys
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,3 +138,36 @@ def truth_pose_metrics(
         est = np.zeros((len(rotations), 2)) if shifts_A is None else shifts_A
         out.update(shift_error(est, true_shifts_A, aligned).summary("A"))
     return out
+
+
+def command_line() -> str:
+    """Return the process's arguments shell-quoted, the program by file name (``cryospin run``)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    return shlex.join(argv)
+
+
+def run_provenance(started_at: datetime) -> dict[str, Any]:
+    """Provenance fields of ``summary.json``: versions, command line, start time.
+
+    * ``cryospin_version`` (:data:`cryospin.core.__version__`) and ``package_versions``: every
+      installed distribution whose name starts with ``cryospin`` (plugins included), by name;
+    * ``torch_version``, ``numpy_version``, ``python_version``;
+    * ``command_line``: :func:`command_line`;
+    * ``started_at``: ``started_at`` in ISO 8601 with its UTC offset (pass an aware datetime).
+    """
+    from cryospin.core import __version__
+
+    packages = {
+        dist.metadata["Name"]: dist.version
+        for dist in metadata.distributions()
+        if (dist.metadata["Name"] or "").lower().startswith("cryospin")
+    }
+    return {
+        "cryospin_version": __version__,
+        "package_versions": dict(sorted(packages.items())),
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "command_line": command_line(),
+        "started_at": started_at.isoformat(timespec="seconds"),
+    }
