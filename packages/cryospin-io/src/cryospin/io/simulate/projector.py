@@ -4,8 +4,8 @@ Both sources produce, for a pose ``R`` (RELION ``A``: map -> image coordinates),
 projection along the image ``z`` axis on the DFT grid of a box padded to ``P = pad * L`` pixels, in
 numpy rfft layout ``(P, P // 2 + 1)`` (``[ky, kx]``, ky in fft order). No voxel grid is ever
 interpolated: the spectrum is the continuous Fourier transform of the atoms (or of the
-band-limited map) evaluated at the DFT frequencies by a non-uniform FFT
-(:mod:`cryospin.io.simulate.nufft`), so the simulator shares no interpolation error with a
+band-limited map) evaluated at the DFT frequencies by a non-uniform FFT (FINUFFT,
+:mod:`cryospin.io.simulate.nufft`), so the simulator shares no interpolation error with a
 reconstructor's trilinear slicing (``docs/CONVENTIONS.md`` item 6).
 
 Units: the ground-truth map is the electrostatic potential in volts sampled at voxel centres
@@ -71,7 +71,7 @@ class AtomProjector:
         pixel_size_A: pixel size in Å.
         pad: padding factor of the image grid on which spectra are computed.
         bfactor_A2: global B-factor applied to every atom (``exp(-B q^2 / 4)``).
-        msp: NUFFT kernel half-width for the images (accuracy ~2e-4 at 4, ~4e-6 at 6).
+        eps: relative tolerance of the NUFFTs (images and ground-truth map).
     """
 
     kind = "atoms"
@@ -83,7 +83,7 @@ class AtomProjector:
         pixel_size_A: float,
         pad: int = 2,
         bfactor_A2: float = 0.0,
-        msp: int = 4,
+        eps: float = nufft.EPS,
     ) -> None:
         self.model = model
         self.box = int(box)
@@ -91,7 +91,7 @@ class AtomProjector:
         self.pad = int(pad)
         self.padded = self.pad * self.box
         self.bfactor_A2 = float(bfactor_A2)
-        self.msp = int(msp)
+        self.eps = float(eps)
         ky, kx = rfft_frequencies(self.padded, self.pixel_size_A)
         self.ky, self.kx = ky, kx
         q = np.sqrt(ky**2 + kx**2)
@@ -108,12 +108,12 @@ class AtomProjector:
             self.model.species,
             len(self.model.elements),
             self.padded,
-            msp=self.msp,
+            eps=self.eps,
         )
         spec = np.einsum("syx,syx->yx", self._transfer, c)
         return drop_nyquist(spec)
 
-    def ground_truth_map(self, msp: int = 6) -> np.ndarray:
+    def ground_truth_map(self) -> np.ndarray:
         """Compute the potential (V) on the ``L^3`` grid ``[z, y, x]``, centre of mass at L // 2."""
         n = self.box
         coords = self.model.xyz_A[:, [2, 1, 0]] / self.pixel_size_A
@@ -126,7 +126,12 @@ class AtomProjector:
         for s in range(len(self.model.elements)):  # one species at a time bounds the memory
             sel = self.model.species == s
             c = nufft.type1_rfft(
-                coords[sel], self.model.weight[sel], np.zeros(sel.sum(), np.int64), 1, n, msp=msp
+                coords[sel],
+                self.model.weight[sel],
+                np.zeros(sel.sum(), np.int64),
+                1,
+                n,
+                eps=self.eps,
             )
             spec += ff[s] * c[0]
         spec *= POTENTIAL_CONSTANT_V_A2 / self.pixel_size_A**3
@@ -146,14 +151,15 @@ class MapProjector:
 
     kind = "map"
 
-    def __init__(self, volume: np.ndarray, pixel_size_A: float, pad: int = 2, msp: int = 4):
+    def __init__(
+        self, volume: np.ndarray, pixel_size_A: float, pad: int = 2, eps: float = nufft.EPS
+    ) -> None:
         self.volume = np.asarray(volume, dtype=np.float64)
         self.box = self.volume.shape[0]
         self.pixel_size_A = float(pixel_size_A)
         self.pad = int(pad)
         self.padded = self.pad * self.box
-        self.msp = int(msp)
-        self._fine = nufft.type2_prepare(self.volume, msp=self.msp)
+        self._transform = nufft.Type2(self.volume, eps=eps)
         ky, kx = rfft_frequencies(self.padded, self.pixel_size_A)
         self.ky, self.kx = ky, kx
         kyy, kxx = np.broadcast_arrays(ky, kx)
@@ -165,7 +171,7 @@ class MapProjector:
         k3 = self._k[self._inside] @ np.asarray(rotation, dtype=np.float64)  # rows: R^T k
         q = k3[:, [2, 1, 0]] * (self.box * self.pixel_size_A)  # mode units, (z, y, x)
         out = np.zeros(len(self._k), dtype=np.complex128)
-        out[self._inside] = nufft.type2_eval(self._fine, q, msp=self.msp)
+        out[self._inside] = self._transform(q)
         return drop_nyquist(out.reshape(self.ky.shape[0], self.kx.shape[1]))
 
     def ground_truth_map(self) -> np.ndarray:
@@ -174,7 +180,7 @@ class MapProjector:
 
 
 def resample_map(
-    volume: np.ndarray, voxel_A: float, box: int, pixel_size_A: float, msp: int = 4
+    volume: np.ndarray, voxel_A: float, box: int, pixel_size_A: float, eps: float = nufft.EPS
 ) -> np.ndarray:
     """Resample a cubic map to ``box`` voxels of ``pixel_size_A`` (Fourier-exact, by type-2 NUFFT).
 
@@ -187,7 +193,6 @@ def resample_map(
     d = volume.shape[0]
     if d == box and abs(voxel_A - pixel_size_A) <= 1e-9 * pixel_size_A:
         return volume.copy()
-    fine = nufft.type2_prepare(volume, msp=msp)
     kz = np.fft.fftfreq(box, d=pixel_size_A)
     ky = np.fft.fftfreq(box, d=pixel_size_A)
     kx = np.fft.rfftfreq(box, d=pixel_size_A)
@@ -196,7 +201,7 @@ def resample_map(
     inside = (np.abs(zz) < kmax) & (np.abs(yy) < kmax) & (np.abs(xx) < kmax)
     q = np.stack([zz[inside], yy[inside], xx[inside]], axis=1) * (d * voxel_A)
     spec = np.zeros(zz.shape, dtype=np.complex128)
-    spec[inside] = nufft.type2_eval(fine, q, msp=msp)
+    spec[inside] = nufft.Type2(volume, eps=eps)(q)
     spec = drop_nyquist(spec)
     # continuous FT = voxel_A^3 * S; samples on the new grid = irfftn(FT) / pixel_size_A^3
     vol = np.fft.irfftn(spec, s=(box, box, box), axes=(0, 1, 2))
