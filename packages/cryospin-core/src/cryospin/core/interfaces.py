@@ -91,6 +91,22 @@ class Decoder(torch.nn.Module, ABC):
     def forward(self, rotations: torch.Tensor) -> torch.Tensor:
         """Complex centred Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for the rotations."""
 
+    def slices(self, rotations: torch.Tensor, size: int) -> torch.Tensor:
+        """Return the central ``(..., size, size)`` crop of :meth:`forward` (DC at ``size // 2``).
+
+        ``size`` is even and at most ``L``: the frequencies ``-size/2 .. size/2 - 1`` of each
+        axis. This default computes the full slices and crops them; decoders that can evaluate
+        only the crop (``hartley``) override it to save the work (coarse-to-fine training).
+
+        Raises:
+            ValueError: ``size`` is odd or larger than the box.
+        """
+        L = self.box
+        if size % 2 or not 0 < size <= L:
+            raise ValueError(f"slice crop must be even and in (0, {L}], got {size}")
+        lo = L // 2 - size // 2
+        return self(rotations)[..., lo : lo + size, lo : lo + size]
+
     @abstractmethod
     def to_map(self) -> torch.Tensor:
         """Return the full real-space map ``(L, L, L)`` indexed ``[z, y, x]``, float."""

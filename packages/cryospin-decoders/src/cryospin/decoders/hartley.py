@@ -132,6 +132,32 @@ class HartleyDecoder(Decoder):
             f = f * mask
         return f.reshape(*batch_shape, L, L)
 
+    def slices(self, rotations: torch.Tensor, size: int) -> torch.Tensor:
+        """Return the central ``(..., size, size)`` crop of :meth:`forward`, computing only it.
+
+        The ``(size+1)^2`` Hartley samples at frequencies ``-size/2 .. size/2`` are
+        interpolated, turned into Fourier values by the same index reversal as the full slice,
+        and cropped to ``size x size`` (DC at ``size // 2``): equal to cropping :meth:`forward`'s
+        output, at ``(size / L)^2`` of its cost.
+
+        Raises:
+            ValueError: ``size`` is odd or larger than the box.
+        """
+        from cryospin.core.slicing import extract_central_slices
+
+        L = self.box
+        if size % 2 or not 0 < size <= L:
+            raise ValueError(f"slice crop must be even and in (0, {L}], got {size}")
+        batch_shape = rotations.shape[:-2]
+        rot = rotations.reshape(-1, 3, 3).to(self.mantissa.dtype)
+        h = extract_central_slices(self.hartley_volume(), rot, out_box=size + 1)
+        f = fourier_from_hartley(h, 2)[..., :size, :size]
+        mask = _grid.radius_mask(L, self.mask_radius, 2, dtype=h.dtype, device=h.device)
+        if mask is not None:
+            lo = L // 2 - size // 2
+            f = f * mask[lo : lo + size, lo : lo + size]
+        return f.reshape(*batch_shape, size, size)
+
     def to_map(self) -> torch.Tensor:
         """Return the real-space map ``(L, L, L)`` ``[z, y, x]`` (inverse centred FFT)."""
         return ifft3_centered(self.fourier_volume()).real

@@ -3,8 +3,8 @@ r"""Simulate a small HSP90 dataset and reconstruct it ab initio.
 The reconstruction uses multihead + hartley, semi-amortized.
 
 Step 1 runs the registered `cryospin simulate` command (cryospin-io): the bundled PDB 2CG9 model,
-real EMPIAR-10028 CTFs, Haar-uniform poses, SNR 0.1, into DIR/data. Step 2 reconstructs it with the
-demo's settings (a CPU-sized box and encoder) into DIR/run, with the simulated map as ground truth.
+real EMPIAR-10028 CTFs, Haar-uniform poses, SNR 0.1, into DIR/data. Step 2 reconstructs it with
+the defaults of `cryospin run` (box 32) into DIR/run, with the simulated map as ground truth.
 It ends by printing the resolution against the truth (FSC 0.5) and the median rotation error, and
 whether they meet the demo's targets (FSC 0.5 at or below 3 pixels, median error below 5 degrees).
 
@@ -23,25 +23,13 @@ import click
 
 from cryospin.core.errors import CryospinError
 
-#: Reconstruction settings of the demo, chosen by experiment on a 2-core CPU (box 32, 6 Å/px,
-#: SNR 0.1). With N = 5,000 (the default): FSC(0.5) vs truth 13.5 Å, median rotation error modulo
-#: the C2 symmetry 4.6°, 6 min 48 s in all on an idle machine (simulation included; 2026-12-01);
-#: with N = 2,000: 19.4 Å, 16.0°, 4 min 15 s (an earlier measurement). Batch 32 and the higher
-#: encoder learning rate give the encoder more steps in the budget than the paper's 64 / 1e-4;
-#: the frequency mask grows from half Nyquist over 40 epochs.
-DEMO_SETTINGS: dict[str, Any] = {
-    "encoder": "multihead",
-    "decoder": "hartley",
-    "epochs": 60,
-    "switch_epoch": 40,
-    "batch_size": 32,
-    "lr_encoder": 1e-3,
-    "lr_decoder": 0.01,
-    "lr_decoder_direct": 0.005,
-    "mask_radius_start": 0.5,
-    "mask_grow_epochs": 40,
-    "eval_every": 1000,
-}
+#: The demo reconstructs with ``cryospin run``'s defaults (the work schedule and coarse-to-fine
+#: mask of :mod:`cryospin.core.engine.schedule`); it only skips the per-epoch evaluation. At box
+#: 32 the defaults are the schedule the demo used to set by hand (batch 32, encoder lr 1e-3,
+#: decoder lr 0.01 then 0.005, 40 amortized + 20 direct epochs for N = 5,000, mask 0.5 -> 1 of
+#: Nyquist over the amortized stage): FSC(0.5) vs truth 13.5 Å, median rotation error modulo
+#: the C2 symmetry 4.6°, 6 min 48 s on an idle machine (simulation included; 2026-12-01).
+DEMO_SETTINGS: dict[str, Any] = {"encoder": "multihead", "decoder": "hartley", "eval_every": 1000}
 
 
 def _simulate(ctx: click.Context, data: Path, box: int, n: int, seed: int, workers: int) -> None:
@@ -139,10 +127,9 @@ def demo(
         "gt_map": str(data / "gt_map.mrc"),
         "seed": seed,
     }
-    if epochs is not None:
+    if epochs is not None:  # a shorter demo: two thirds amortized, as the defaults at N = 5,000
         settings["epochs"] = epochs
-        settings["switch_epoch"] = min(settings["switch_epoch"], max(2 * epochs // 3, 1))
-        settings["mask_grow_epochs"] = min(settings["mask_grow_epochs"], max(2 * epochs // 3, 1))
+        settings["switch_epoch"] = max(2 * epochs // 3, 1)
     cfg = validate_config(settings)
     try:
         summary = run_reconstruction(cfg, root / "run", resume=resume)

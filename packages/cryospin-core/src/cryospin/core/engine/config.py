@@ -159,6 +159,16 @@ class RunConfig(BaseModel):
     )
     auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
     pose_steps: int = Field(5, ge=1, description="direct stage: pose steps per batch")
+    init_poses: Literal["random", "file"] = Field(
+        "random",
+        description="start poses of a run without an encoder (stage_schedule: direct): random, "
+        "or the particle file's rotations (and, with shifts, its origins)",
+    )
+    refine_poses: bool = Field(
+        True,
+        description="direct stage: optimise the poses; false keeps them fixed (known-pose "
+        "reconstruction, the benchmarks' ceiling)",
+    )
     volume_steps: int = Field(1, ge=1, description="direct stage: volume steps per batch")
 
     lr_encoder: float = Field(1e-3, gt=0, description="paper 1e-4 (preset paper)")

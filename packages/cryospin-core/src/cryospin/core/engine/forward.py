@@ -35,15 +35,22 @@ def render(
     ctf: torch.Tensor,
     shifts_px: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Predicted image transforms ``(B, M, L, L)`` for rotations ``(B, M, 3, 3)``.
+    """Predicted image transforms ``(B, M, c, c)`` for rotations ``(B, M, 3, 3)``.
 
-    ``ctf`` is ``(B, L, L)``; ``shifts_px`` ``(B, M, 2)`` or ``(B, 1, 2)`` or ``None``.
+    ``ctf`` is ``(B, c, c)``: the full box (``c = decoder.box``) or its central crop (``c``
+    even, smaller: the lowest ``c / 2`` shells, coarse-to-fine), in which case only the crop of
+    each slice is computed (:meth:`cryospin.core.interfaces.Decoder.slices`). ``shifts_px``
+    ``(B, M, 2)`` or ``(B, 1, 2)`` (pixels of the full box) or ``None``; the phase ramp of the
+    crop is the crop of the full box's ramp.
     """
     b, m = rotations.shape[:2]
-    slices = decoder(rotations.reshape(b * m, 3, 3)).reshape(b, m, *ctf.shape[-2:])
+    c, full = ctf.shape[-1], decoder.box
+    rot = rotations.reshape(b * m, 3, 3)
+    flat = decoder(rot) if c == full else decoder.slices(rot, c)
+    slices = flat.reshape(b, m, c, c)
     pred = slices * ctf[:, None].to(slices.real.dtype)
     if shifts_px is not None:
-        pred = pred * ops.phase_ramp(shifts_px.to(slices.real.dtype), ctf.shape[-1])
+        pred = pred * ops.phase_ramp(shifts_px.to(slices.real.dtype) * (c / full), c)
     return pred
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.engine.data import Batch, ParticleData
+from cryospin.core.engine.data import Batch, ParticleData, fourier_crop
 from cryospin.core.engine.forward import candidate_loss, render, winner_takes_all
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.interfaces import ComponentConfig, PoseStage
@@ -53,6 +53,8 @@ class EngineContext:
     dec_opt: torch.optim.Optimizer
     enc_opt: torch.optim.Optimizer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: coarse box of the amortized stage (:func:`.schedule.amortized_crop`), ``None``: full box
+    crop: int | None = None
 
     @property
     def max_shift_px(self) -> float:
@@ -90,8 +92,31 @@ def _clamp_rows(table: PoseTable, rows: torch.Tensor, limit: float) -> None:
     table.shift[rows] = table.shift[rows].clamp(-limit, limit)
 
 
+def coarse_crop(ctx: EngineContext, x: torch.Tensor) -> torch.Tensor:
+    """Return the central ``(..., c, c)`` crop of a centred-frequency tensor, ``c = ctx.crop``.
+
+    Coarse-to-fine (:mod:`.schedule`): the amortized stage compares only the lowest ``c / 2``
+    shells, so transforms, CTFs and the mask ``(..., L, L)`` (DC at ``L // 2``) are cropped to
+    ``c x c`` (DC at ``c // 2``). Without a crop ``x`` itself.
+    """
+    c = ctx.crop
+    if c is None:
+        return x
+    lo = ctx.box // 2 - c // 2
+    return x[..., lo : lo + c, lo : lo + c]
+
+
+def encoder_images(ctx: EngineContext, batch: Batch) -> torch.Tensor:
+    """Real images ``(B, c, c)`` for the encoder: Fourier-cropped to ``ctx.crop`` if set."""
+    return batch.images if ctx.crop is None else fourier_crop(batch.images, ctx.crop)
+
+
 class AmortizedStage(PoseStage):
-    """Encoder + winner-takes-all over its candidates (auto-encoding)."""
+    """Encoder + winner-takes-all over its candidates (auto-encoding).
+
+    With ``ctx.crop`` set the stage works on the lowest shells only (:func:`coarse_crop`,
+    :func:`encoder_images`).
+    """
 
     Config = _NoConfig
     name = "amortized"
@@ -105,7 +130,7 @@ class AmortizedStage(PoseStage):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate rotations ``(B, M, 3, 3)`` and shifts in pixels ``(B, M|1, 2)`` or ``None``."""
         encoder, _ = ctx.encoder_and_optimizer()
-        out = encoder(batch.images)
+        out = encoder(encoder_images(ctx, batch))
         shifts = None
         if ctx.cfg.shifts:
             if out.shifts_A is not None:
@@ -118,15 +143,16 @@ class AmortizedStage(PoseStage):
     def losses(
         self, ctx: EngineContext, batch: Batch, rots: torch.Tensor, shifts: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-candidate losses ``(B, M)``."""
-        pred = render(ctx.decoder, rots, batch.ctf, shifts)
-        return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)
+        """Per-candidate losses ``(B, M)`` (on the lowest shells when ``ctx.crop`` is set)."""
+        pred = render(ctx.decoder, rots, coarse_crop(ctx, batch.ctf), shifts)
+        obs = coarse_crop(ctx, batch.fimages)
+        return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
         """One Adam step of encoder and decoder (and table shifts) on the WTA loss."""
         encoder, enc_opt = ctx.encoder_and_optimizer()
         encoder.train()
-        out = encoder(batch.images)
+        out = encoder(encoder_images(ctx, batch))
         rows = torch.as_tensor(batch.indices)
         table_shift = None
         shifts = None
@@ -228,7 +254,7 @@ class DirectStage(PoseStage):
         rows = torch.as_tensor(batch.indices)
         table = ctx.table
         use_shift = bool(ctx.cfg.shifts)
-        for _ in range(ctx.cfg.pose_steps):
+        for _ in range(ctx.cfg.pose_steps if ctx.cfg.refine_poses else 0):
             omega = table.omega[rows].clone().to(ctx.device).requires_grad_(True)
             shift = (
                 table.shift[rows].clone().to(ctx.device).requires_grad_(True) if use_shift else None

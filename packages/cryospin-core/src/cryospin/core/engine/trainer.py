@@ -28,7 +28,9 @@ from cryospin.core.engine.nonfinite import check_loss
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.results import TrainResult, Truth
+from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
 from cryospin.core.engine.stages import EngineContext
+from cryospin.core.errors import ConfigError
 
 
 class Trainer:
@@ -46,8 +48,9 @@ class Trainer:
     ) -> None:
         from cryospin.core.registry import get_registry
 
-        self.cfg = cfg
         self.data = data
+        #: the configuration with the work schedule resolved for this trainer's particles
+        self.cfg = resolve_schedule(cfg, self._n_images(), data.box)
         self.ckpt_path = Path(ckpt_dir) / ckpt.CHECKPOINT_NAME
         self.log = MetricsLog(metrics_path, tag or {})
         self.truth = truth or Truth()
@@ -67,6 +70,7 @@ class Trainer:
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
+        self.crop = amortized_crop(cfg, self.data.box)
         dec_cls = self.registry.get("decoder", cfg.decoder)
         dec_conf = validate_component_config(dec_cls, cfg.decoder_config, "decoder_config")
         self.decoder = dec_cls(dec_conf, self.data.box, self.data.pixel_size_A).to(self.device)
@@ -75,7 +79,10 @@ class Trainer:
         if cfg.stage_schedule != "direct":
             enc_cls = self.registry.get("encoder", cfg.encoder)
             enc_conf = validate_component_config(enc_cls, cfg.encoder_config, "encoder_config")
-            self.encoder = enc_cls(enc_conf, self.data.box, self.data.pixel_size_A).to(self.device)
+            # coarse-to-fine: the encoder sees the images Fourier-cropped to the amortized box
+            enc_box = self.crop or self.data.box
+            enc_apix = self.data.pixel_size_A * self.data.box / enc_box
+            self.encoder = enc_cls(enc_conf, enc_box, enc_apix).to(self.device)
             self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
         self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
         self.table = PoseTable(
@@ -92,6 +99,7 @@ class Trainer:
             frequency_mask(self.data.box, cfg.mask_radius, self.device),
             self.dec_opt,
             self.enc_opt,
+            crop=self.crop,
         )
         self.stages = {
             name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")
@@ -164,14 +172,40 @@ class Trainer:
                 self.table.shift[rows] = shifts.to(self.table.shift.dtype)
             self.winners[idx] = wins
         else:
-            from cryospin.core.so3 import random_rotations
-
-            gen = torch.Generator().manual_seed(self.cfg.seed + 1)
-            self.table.set_base(rows, random_rotations(len(rows), generator=gen))
+            rots, shifts_px = self._initial_poses(rows)
+            self.table.set_base(rows, rots)
+            if shifts_px is not None:
+                self.table.shift[rows] = shifts_px.to(self.table.shift.dtype)
         self.rot[rows] = self.table.rotations(rows).detach()
         self.shift[rows] = self.table.shift[rows]
         self.table_ready = True
         self.stages["direct"].setup(self.ctx)
+
+    def _initial_poses(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Start poses of a run without an encoder: ``(rotations (n, 3, 3), shifts_px or None)``.
+
+        ``init_poses: random``: Haar-random rotations (seeded), no shifts. ``init_poses: file``:
+        the particle file's rotations (RELION A) and, with ``shifts``, its content shifts
+        ``-origin / pixel size`` in working-box pixels (the known-pose ceiling of the
+        benchmarks, with ``refine_poses: false``).
+
+        Raises:
+            ConfigError: ``init_poses: file`` and the file holds no (finite) poses.
+        """
+        if self.cfg.init_poses == "random":
+            from cryospin.core.so3 import random_rotations
+
+            gen = torch.Generator().manual_seed(self.cfg.seed + 1)
+            return random_rotations(len(rows), generator=gen), None
+        stack, sel = self.data.stack, rows.numpy()
+        rot = None if stack.rotations is None else np.asarray(stack.rotations)[sel]
+        if rot is None or not np.isfinite(rot).all():
+            raise ConfigError(f"init_poses: file: {self.cfg.particles} holds no poses for every "
+                              "particle (rlnAngleRot/Tilt/Psi)")
+        shifts = None
+        if self.cfg.shifts and stack.shifts_A is not None:
+            shifts = torch.as_tensor(-np.asarray(stack.shifts_A)[sel] / self.data.pixel_size_A)
+        return torch.as_tensor(rot), shifts
 
     def _decide_switch(self, epoch: int, loss: float, head_change: float | None) -> bool:
         cfg = self.cfg
