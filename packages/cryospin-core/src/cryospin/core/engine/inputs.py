@@ -32,6 +32,12 @@ from cryospin.core.particles import ParticleStack
 CONTRAST_T = 5.0
 #: The contrast is measured only with at least this many particles.
 CONTRAST_MIN_PARTICLES = 5
+#: How the contrast message names a stack's format (``extra["format"]`` of the I/O plugin).
+FORMAT_NAMES = {
+    "relion-star": "RELION STAR",
+    "cryosparc-cs": "cryoSPARC .cs (by blob/sign)",
+    "mrc-stack": "bare MRC",
+}
 
 
 def load_indices(path: str | Path, n: int) -> np.ndarray:
@@ -111,7 +117,7 @@ def check_contrast(stack: ParticleStack, chosen: bool | None) -> tuple[bool, dic
         f"the particles look protein-{looks} (centre vs background {mean:+.2f} sd, t = {t:+.1f})"
     )
     if chosen is None:
-        fmt = stack.extra.get("format", Path(str(stack.path)).suffix)
+        fmt = FORMAT_NAMES.get(stack.extra.get("format"), f"{Path(str(stack.path)).suffix} file")
         raise InputError(
             f"{stack.path}: {measured} but {fmt} stacks are "
             f"{'inverted' if default else 'not inverted'} by default; pass "
