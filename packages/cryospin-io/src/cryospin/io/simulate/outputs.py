@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cryospin.core.atomic import atomic_path
 from cryospin.core.particles import CTFParams
 from cryospin.io.simulate.config import CONTRASTS, SNR_DEFINITION, SimulationConfig
 from cryospin.io.simulate.projector import AtomProjector, MapProjector
@@ -56,7 +57,8 @@ def write_outputs(
 
         write_ctf_pkl(out / "ctf.pkl", ctf, config.box, apix)
         write_poses_pkl(out / "poses.pkl", rot, origins, config.box, apix)
-    np.savez_compressed(out / "ground_truth.npz", **truth)
+    with atomic_path(out / "ground_truth.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **truth)
 
 
 def meta_record(

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from cryospin.core.atomic import atomic_write_text
 from cryospin.core.errors import ConfigError
 from cryospin.core.particles import CTFParams
 from cryospin.io.simulate import ctf as ctf_mod
@@ -236,7 +237,7 @@ def simulate_dataset(config: SimulationConfig) -> SimulationResult:
     }
     write_outputs(config, projector, apix, ctf, truth)
     meta = meta_record(config, apix, info, signal_var, noise_var, time.time() - t0)
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return SimulationResult(
         out=out,
         particles_star=out / "particles.star",
