@@ -112,14 +112,12 @@ def with_absolute_paths(data: np.ndarray, stack: ParticleStack) -> np.ndarray:
     (``blob/idx`` is kept; ``blob/path`` is widened as needed); otherwise returns ``data``.
     """
     loc = image_locations(stack) if wants_absolute_paths(stack) else None
-    if loc is None or "blob/path" not in (data.dtype.names or ()):
+    names = data.dtype.names or ()
+    if loc is None or "blob/path" not in names:
         return data
     paths = np.array([str(p).encode() for p in loc[1]])
-    descr = [
-        (name, paths.dtype.str if name == "blob/path" else data.dtype.fields[name][0])
-        for name in data.dtype.names
-    ]
+    descr = [(n, paths.dtype if n == "blob/path" else data.dtype[n]) for n in names]
     out = np.zeros(len(data), dtype=np.dtype(descr))
-    for name in data.dtype.names:
+    for name in names:
         out[name] = paths if name == "blob/path" else data[name]
     return out

@@ -117,7 +117,7 @@ def check_contrast(stack: ParticleStack, chosen: bool | None) -> tuple[bool, dic
         f"the particles look protein-{looks} (centre vs background {mean:+.2f} sd, t = {t:+.1f})"
     )
     if chosen is None:
-        fmt = FORMAT_NAMES.get(stack.extra.get("format"), f"{Path(str(stack.path)).suffix} file")
+        fmt = FORMAT_NAMES.get(str(stack.extra.get("format")), f"{Path(stack.path).suffix} file")
         raise InputError(
             f"{stack.path}: {measured} but {fmt} stacks are "
             f"{'inverted' if default else 'not inverted'} by default; pass "
