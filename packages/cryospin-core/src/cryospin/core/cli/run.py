@@ -121,6 +121,11 @@ def resolve_config(
     help="YAML run configuration; e.g. --config run.yaml",
 )
 @click.option(
+    "--preset",
+    type=click.Choice(["paper", "paper-real"]),
+    help="the paper's settings as the base (engine.presets); e.g. --preset paper",
+)
+@click.option(
     "--set",
     "sets",
     multiple=True,

@@ -101,6 +101,9 @@ class RunConfig(BaseModel):
         None, description="particle subset: cryoDRGN index .pkl or text file of 0-based indices"
     )
     apix: float | None = Field(None, gt=0, description="pixel size in Å, overriding the file's")
+    preset: str | None = Field(
+        None, description="named base settings: paper, paper-real (engine.presets)"
+    )
     encoder: str = "multihead"
     decoder: str = "hartley"
     encoder_config: dict[str, Any] = Field(default_factory=dict)
@@ -241,9 +244,15 @@ def _format_error(exc: ValidationError, prefix: str = "") -> str:
 
 
 def validate_config(data: dict[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig`; a bad value raises a one-line :class:`ConfigError`."""
+    """Build a :class:`RunConfig` (on top of ``data["preset"]``, :mod:`.presets`).
+
+    Raises:
+        ConfigError: a bad value or unknown preset (one line naming the field).
+    """
+    from cryospin.core.engine.presets import apply_preset
+
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(apply_preset(data))
     except ValidationError as exc:
         raise ConfigError(_format_error(exc)) from None
 
