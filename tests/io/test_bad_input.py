@@ -109,7 +109,7 @@ def test_truncated(tmp_path, stack_file):
 def test_non_square(tmp_path, stack_file):
     with mrcfile.new(stack_file, overwrite=True) as m:
         m.set_data(np.zeros((3, 16, 20), np.float32))
-    with pytest.raises(InputError, match="20 x 16 pixels; expected square"):
+    with pytest.raises(InputError, match="header nx = 20, ny = 16; expected square"):
         open_particles(_star(tmp_path))
 
 
@@ -123,7 +123,7 @@ def test_index_out_of_range(tmp_path, stack_file):
     particles = "1@stack.mrcs 1 1 0 1\n4@stack.mrcs 1 1 0 1"
     with pytest.raises(InputError) as exc:
         open_particles(_star(tmp_path, particles=particles))
-    assert "p.star: row 2: image 4 is out of range" in _one_line(exc)
+    assert "p.star: row 2: rlnImageName names image 4, out of range" in _one_line(exc)
     assert "holds 3 images" in str(exc.value)
 
 

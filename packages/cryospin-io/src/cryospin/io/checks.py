@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from cryospin.core.errors import InputError
+from cryospin.core.particles import CTFParams
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,12 @@ _ORIGIN_A = Range(-1e4, 1e4, unit="Å")
 _ORIGIN_PX = Range(-1e4, 1e4, unit="pixels")
 _EULER = Range(-1e3, 1e3, unit="degrees")
 
-#: Checked RELION columns (particle and optics blocks) and their ranges.
+#: Checked RELION columns (particle and optics blocks) and their ranges; defocus and amplitude
+#: contrast are checked per particle by :func:`check_ctf`.
 STAR_RANGES: dict[str, Range] = {
-    "rlnDefocusU": _DEFOCUS,
-    "rlnDefocusV": _DEFOCUS,
     "rlnDefocusAngle": _ANGLE_DEG,
     "rlnVoltage": _VOLTAGE,
     "rlnSphericalAberration": _CS,
-    "rlnAmplitudeContrast": _AMPLITUDE,
     "rlnPhaseShift": _ANGLE_DEG,
     "rlnCtfBfactor": _BFACTOR,
     "rlnImagePixelSize": _PIXEL,
@@ -85,14 +84,12 @@ STAR_RANGES: dict[str, Range] = {
     "rlnOriginY": _ORIGIN_PX,
 }
 
-#: Checked cryoSPARC fields and their ranges (vector fields: every component).
+#: Checked cryoSPARC fields and their ranges (vector fields: every component); defocus and
+#: amplitude contrast: :func:`check_ctf`.
 CS_RANGES: dict[str, Range] = {
-    "ctf/df1_A": _DEFOCUS,
-    "ctf/df2_A": _DEFOCUS,
     "ctf/df_angle_rad": _ANGLE_RAD,
     "ctf/accel_kv": _VOLTAGE,
     "ctf/cs_mm": _CS,
-    "ctf/amp_contrast": _AMPLITUDE,
     "ctf/phase_shift_rad": _ANGLE_RAD,
     "ctf/bfactor": _BFACTOR,
     "blob/psize_A": _PIXEL,
@@ -156,3 +153,54 @@ def check_not_empty(
     """
     if n == 0:
         raise InputError(f"{path}: {table} has no rows; expected {expected}")
+
+
+def check_ctf(
+    path: Path, ctf: CTFParams, fields: Mapping[str, str], groups: np.ndarray | None = None
+) -> None:
+    """Check each particle's defocus U, V (Å) and amplitude contrast ``w`` after the optics join.
+
+    ``fields`` maps ``defocus_u_A``, ``defocus_v_A`` and ``amplitude_contrast`` to the file's
+    field names (for the message); ``groups`` ``(N,)`` are the optics groups. Defocus must be
+    in ``(0, 2e5]`` Å and ``w`` in ``[0, 1)``, except for the explicit "no CTF" row that
+    ``cryospin simulate --ctf none`` writes: ``w = 1`` with zero defocus U, V and ``Cs``
+    (a CTF of exactly -1).
+
+    Raises:
+        InputError: ``"<file>: row <r> (optics group <g>): <field> is <value>; expected ..."``.
+    """
+    no_ctf = (
+        (ctf.amplitude_contrast == 1)
+        & (ctf.defocus_u_A == 0)
+        & (ctf.defocus_v_A == 0)
+        & (ctf.cs_mm == 0)
+    )
+    for attr, allowed in (
+        ("defocus_u_A", _DEFOCUS),
+        ("defocus_v_A", _DEFOCUS),
+        ("amplitude_contrast", _AMPLITUDE),
+    ):
+        values = np.asarray(getattr(ctf, attr), dtype=np.float64)
+        bad = ~allowed.contains(values) & ~no_ctf
+        if bad.any():
+            row = int(np.nonzero(bad)[0][0])
+            group = f" (optics group {groups[row]})" if groups is not None else ""
+            raise InputError(
+                f"{path}: row {row + 1}{group}: {fields[attr]} is {values[row]:g}; "
+                f"expected {allowed.describe()}"
+            )
+
+
+def check_labels(path: Path, values: np.ndarray, field: str, allowed: tuple[int, ...]) -> None:
+    """Raise :class:`InputError` naming the first row whose ``field`` is not in ``allowed``.
+
+    Used for half-set labels (RELION ``rlnRandomSubset`` 1/2, cryoSPARC ``split`` 0/1).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isin(values, allowed)
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise InputError(
+            f"{path}: row {row + 1}: {field} is {values[row]:g}; expected one of "
+            f"{', '.join(map(str, allowed))}"
+        )

@@ -51,13 +51,14 @@ def open_referenced_stacks(
     indices: np.ndarray,
     datadir: Path | None,
     stack: Path | None,
+    field: str,
 ) -> tuple[MrcImageReader, list[StackHeader]]:
     """Open the stacks named per particle by a metadata file ``source``.
 
     ``names`` ``(N,)`` are stack paths as written in the metadata, ``indices`` ``(N,)`` 0-based
-    image numbers. ``stack`` overrides the file when the metadata names exactly one stack (its
-    upstream name often differs from the file at hand); otherwise paths resolve as described in
-    :mod:`cryospin.io.paths`.
+    image numbers (from metadata ``field``, for messages). ``stack`` overrides the file when the
+    metadata names exactly one stack (its upstream name often differs from the file at hand);
+    otherwise paths resolve as described in :mod:`cryospin.io.paths`.
 
     Raises:
         InputError: a stack is missing (listing the paths tried), ``stack`` is given while the
@@ -76,7 +77,7 @@ def open_referenced_stacks(
         paths = [Path(stack)]
     else:
         paths = [resolve_stack_path(name, source.parent, datadir, source) for name in unique]
-    return open_stacks(paths, file_ids.reshape(-1), indices, source)
+    return open_stacks(paths, file_ids.reshape(-1), indices, source, field)
 
 
 def _by_value(values: np.ndarray, groups: np.ndarray | None, unit: str) -> str:

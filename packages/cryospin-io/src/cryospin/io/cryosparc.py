@@ -22,7 +22,13 @@ import numpy as np
 from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
-from cryospin.io.checks import CS_RANGES, check_not_empty, check_ranges
+from cryospin.io.checks import (
+    CS_RANGES,
+    check_ctf,
+    check_labels,
+    check_not_empty,
+    check_ranges,
+)
 from cryospin.io.common import (
     NoImages,
     check_one_box,
@@ -36,6 +42,11 @@ from cryospin.io.poses import cryosparc_to_rotations, rotations_to_cryosparc
 
 ALIGNMENT_PREFIXES = ("alignments3D", "alignments_class_0")
 _REQUIRED = ("ctf/df1_A", "ctf/df2_A", "ctf/accel_kv", "ctf/cs_mm", "ctf/amp_contrast")
+_CTF_FIELDS = {
+    "defocus_u_A": "ctf/df1_A",
+    "defocus_v_A": "ctf/df2_A",
+    "amplitude_contrast": "ctf/amp_contrast",
+}
 
 
 def load_cs(path: Path) -> np.ndarray:
@@ -110,6 +121,7 @@ def _open_images(
         np.asarray(data["blob/idx"], dtype=np.int64),
         Path(datadir) if datadir else None,
         Path(stack) if stack else None,
+        "blob/idx",
     )
     box = reader.box
     if "blob/shape" in names:
@@ -141,6 +153,7 @@ def _poses(
             )
             shifts = _field(path, data, f"{prefix}/shift").reshape(n, 2) * align_psize[:, None]
         if f"{prefix}/split" in names:
+            check_labels(path, data[f"{prefix}/split"], f"{prefix}/split", (0, 1))
             half_set = np.asarray(data[f"{prefix}/split"], dtype=np.int64) + 1
     return rotations, shifts, half_set
 
@@ -168,6 +181,7 @@ def read_cs(
     check_ranges(path, data, CS_RANGES)
 
     ctf = _ctf(path, data, names, n)
+    check_ctf(path, ctf, _CTF_FIELDS)
     psize = _field(path, data, "blob/psize_A") if "blob/psize_A" in names else None
     group = (
         np.asarray(data["ctf/exp_group_id"], dtype=np.int64)

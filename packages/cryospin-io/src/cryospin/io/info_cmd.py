@@ -28,6 +28,12 @@ from cryospin.io.common import NoImages
 from cryospin.io.preprocess import contrast_mismatch, default_invert, measure_contrast
 
 
+def _mean(values: np.ndarray) -> str:
+    """Mean of the finite values as text; ``none`` when there are none (a bare stack)."""
+    finite = values[np.isfinite(values)]
+    return f"{finite.mean():g}" if finite.size else "none"
+
+
 def _optics_rows(stack: ParticleStack) -> list[tuple[str, ...]]:
     groups = stack.optics_group if stack.optics_group is not None else np.ones(len(stack), int)
     rows: list[tuple[str, ...]] = []
@@ -38,9 +44,9 @@ def _optics_rows(stack: ParticleStack) -> list[tuple[str, ...]]:
             (
                 str(g),
                 str(int(sel.sum())),
-                f"{np.nanmean(c.voltage_kV):g}",
-                f"{np.nanmean(c.cs_mm):g}",
-                f"{np.nanmean(c.amplitude_contrast):g}",
+                _mean(c.voltage_kV),
+                _mean(c.cs_mm),
+                _mean(c.amplitude_contrast),
             )
         )
     return rows

@@ -70,10 +70,10 @@ def read_stack_header(path: Path) -> StackHeader:
         names = ", ".join(f"{m} ({n})" for m, n in SUPPORTED_MODES.items())
         raise InputError(f"{path}: unsupported MRC mode {mode}; expected one of {names}")
     if nx != ny:
-        raise InputError(f"{path}: images are {nx} x {ny} pixels; expected square images")
+        raise InputError(f"{path}: header nx = {nx}, ny = {ny}; expected square images")
     if nx <= 0 or nz <= 0 or nsymbt < 0:
         raise InputError(
-            f"{path}: header gives dimensions {nx} x {ny} x {nz} (nsymbt {nsymbt}); "
+            f"{path}: header nx, ny, nz = {nx}, {ny}, {nz} (nsymbt {nsymbt}); "
             "expected positive dimensions"
         )
     expected = 1024 + nsymbt + nx * ny * nz * np.dtype(_DTYPES[mode]).itemsize
@@ -226,8 +226,10 @@ class MrcImageReader:
         return out
 
 
-def check_indices(reader: MrcImageReader, headers: list[StackHeader], source: Path) -> None:
-    """Check every particle's image index against its stack's length and box.
+def check_indices(
+    reader: MrcImageReader, headers: list[StackHeader], source: Path, field: str
+) -> None:
+    """Check every particle's image index (from metadata ``field``) against its stack.
 
     Raises:
         InputError: an index is beyond its stack, or stacks differ in box (names file and row).
@@ -238,8 +240,8 @@ def check_indices(reader: MrcImageReader, headers: list[StackHeader], source: Pa
         row = int(np.nonzero(over)[0][0])
         h = headers[reader.file_ids[row]]
         raise InputError(
-            f"{source}: row {row + 1}: image {reader.indices[row] + 1} is out of range for "
-            f"{h.path}, which holds {h.n} images"
+            f"{source}: row {row + 1}: {field} names image {reader.indices[row] + 1}, out of "
+            f"range for {h.path}, which holds {h.n} images"
         )
     for h in headers:
         if h.box != reader.box:
@@ -248,14 +250,17 @@ def check_indices(reader: MrcImageReader, headers: list[StackHeader], source: Pa
             )
 
 
-def open_stacks(paths: list[Path], file_ids: np.ndarray, indices: np.ndarray, source: Path):
+def open_stacks(
+    paths: list[Path], file_ids: np.ndarray, indices: np.ndarray, source: Path, field: str
+):
     """Validate the stacks and build a :class:`MrcImageReader` with their headers.
 
-    Returns ``(reader, headers)``.
+    ``field`` is the metadata field holding the indices (for messages). Returns
+    ``(reader, headers)``.
     """
     headers = [read_stack_header(p) for p in paths]
     reader = MrcImageReader(paths, file_ids, indices, headers[0].box if headers else 0)
-    check_indices(reader, headers, source)
+    check_indices(reader, headers, source, field)
     return reader, headers
 
 

@@ -28,7 +28,13 @@ import starfile
 
 from cryospin.core.errors import InputError
 from cryospin.core.particles import CTFParams, ImageReader, ParticleStack
-from cryospin.io.checks import STAR_RANGES, check_not_empty, check_ranges
+from cryospin.io.checks import (
+    STAR_RANGES,
+    check_ctf,
+    check_labels,
+    check_not_empty,
+    check_ranges,
+)
 from cryospin.io.common import (
     NoImages,
     check_one_box,
@@ -51,6 +57,11 @@ OPTICS_FIELDS = (
     "rlnDetectorPixelSize",
 )
 _CTF_REQUIRED = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration")
+_CTF_FIELDS = {
+    "defocus_u_A": "rlnDefocusU",
+    "defocus_v_A": "rlnDefocusV",
+    "amplitude_contrast": "rlnAmplitudeContrast",
+}
 #: Used, with a warning, when a file has no rlnAmplitudeContrast (typical cryo-EM value).
 DEFAULT_AMPLITUDE_CONTRAST = 0.1
 
@@ -62,6 +73,27 @@ def _as_frame(block: object) -> pd.DataFrame:
     if isinstance(block, dict):
         return pd.DataFrame({k: [v] for k, v in block.items()})
     raise TypeError(type(block))
+
+
+def _empty_loop(path: Path) -> str | None:
+    """Name of the first ``data_`` block whose ``loop_`` has a header but no rows, or None."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return None
+    block, state, rows = "data_", "", 0
+    for line in [*lines, "data_"]:
+        if line.startswith("data_"):
+            if state and rows == 0:
+                return block
+            block, state, rows = line, "", 0
+        elif line.startswith("loop_"):
+            state = "header"
+        elif state and line.startswith("_"):
+            state = "header"
+        elif state and line and not line.startswith("#"):
+            state, rows = "rows", rows + 1
+    return None
 
 
 def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -78,6 +110,9 @@ def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     try:
         blocks = starfile.read(path, always_dict=True)
     except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed file
+        empty = _empty_loop(path)
+        if empty is not None:  # starfile fails on some loops without rows
+            raise InputError(f"{path}: {empty} has no rows; expected at least one") from exc
         raise InputError(f"{path}: not a readable STAR file ({exc})") from exc
     optics = _as_frame(blocks["optics"]) if "optics" in blocks else None
     particles = None
@@ -218,6 +253,7 @@ def _open_images(
         img_idx,
         Path(datadir) if datadir else None,
         Path(stack) if stack else None,
+        "rlnImageName",
     )
     box = reader.box
     if "rlnImageSize" in merged:
@@ -288,6 +324,9 @@ def read_star(
 
     ctf = _ctf(path, particles, col)
     groups = merged["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+    check_ctf(path, ctf, _CTF_FIELDS, groups)
+    if "rlnRandomSubset" in particles:
+        check_labels(path, col("rlnRandomSubset"), "rlnRandomSubset", (1, 2))
     if "rlnImageSize" in merged:
         check_one_box(path, _numeric(path, merged, "rlnImageSize"), groups, "rlnImageSize")
     per_particle_ps, ps_field = _pixel_sizes(path, merged)
