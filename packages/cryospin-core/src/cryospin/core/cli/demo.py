@@ -132,7 +132,8 @@ def demo(
         settings["switch_epoch"] = max(2 * epochs // 3, 1)
     cfg = validate_config(settings)
     try:
-        summary = run_reconstruction(cfg, root / "run", resume=resume)
+        # without --resume the data were simulated afresh: the old run in DIR/run is replaced
+        summary = run_reconstruction(cfg, root / "run", resume=resume, overwrite=not resume)
     except StopRequested as stop:
         click.echo(
             f"stopped ({stop.reason}); continue with: cryospin demo --out {out} --resume", err=True

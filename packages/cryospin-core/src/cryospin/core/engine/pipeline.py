@@ -19,10 +19,11 @@ import numpy as np
 import torch
 
 from cryospin.core.engine import distributed, io_bridge, report
-from cryospin.core.engine.config import RunConfig, save_yaml
+from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.data import ParticleData, split_half_sets
 from cryospin.core.engine.inputs import open_run_stack
 from cryospin.core.engine.pose_output import CheckpointPoses, write_pose_files
+from cryospin.core.engine.run_folder import check_device, open_run_folder, out_errors
 from cryospin.core.engine.trainer import TrainResult, Truth
 from cryospin.core.errors import InputError
 
@@ -104,30 +105,57 @@ def _plots(out: Path, curves: dict[str, Any], rotations: np.ndarray, usage: list
 
 
 def run_reconstruction(
-    cfg: RunConfig, out: Path, resume: bool = False, console: Any = None
+    cfg: RunConfig,
+    out: Path,
+    resume: bool = False,
+    console: Any = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run a whole reconstruction; returns the summary (also written to ``summary.json``).
 
+    The run folder contract (:mod:`cryospin.core.engine.run_folder`) is checked before anything
+    in ``out`` changes: ``--device``, the folder's lock, ``--resume`` against the recorded
+    configuration and particle set, or (new run) no other run there unless ``overwrite``.
+
     Raises:
         cryospin.core.engine.checkpoint.StopRequested: stopped early after a checkpoint.
+        cryospin.core.errors.CryospinError: a check failed, or the run folder cannot be written.
     """
     t_start = time.perf_counter()
     started_at = datetime.now().astimezone()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_device(cfg.device)
     setup_torch(cfg)
     dist_on = distributed.init_from_env(cfg) > 1  # torchrun: see engine.distributed
     stack, input_info = open_run_stack(cfg)  # --stack, --apix, --ind, contrast check
+    if len(stack) < 2:
+        raise InputError(f"{cfg.particles}: needs at least 2 particles, has {len(stack)}")
+    folder = open_run_folder(out, cfg, stack, resume, overwrite, writer=distributed.is_main())
+    with folder as resumed, out_errors(out):
+        return _reconstruct(cfg, out, stack, resumed, console, dist_on, (t_start, started_at),
+                            input_info)
+
+
+def _reconstruct(
+    cfg: RunConfig,
+    out: Path,
+    stack: Any,
+    resume: bool,
+    console: Any,
+    dist_on: bool,
+    started: tuple[float, datetime],
+    input_info: dict[str, Any],
+) -> dict[str, Any]:
+    """Train and write every output into the checked, locked run folder ``out``.
+
+    ``resume``: a checkpoint is there to continue from; ``started``: (perf_counter, wall clock)
+    at the start of :func:`run_reconstruction`.
+    """
+    t_start, started_at = started
     n = len(stack)
-    if n < 2:
-        raise InputError(f"{cfg.particles}: needs at least 2 particles, has {n}")
-    if distributed.is_main():
-        save_yaml(cfg, out / "config.yaml")
     base = ParticleData(stack, cfg.box, cfg.invert_contrast, cache=cfg.cache_images and not dist_on)
     truth = _load_truth(cfg, stack, base.box, base.pixel_size_A)
-    metrics_path = out / "metrics.jsonl"
-    if not resume and metrics_path.exists() and distributed.is_main():
-        metrics_path.unlink()
+    metrics_path = out / "metrics.jsonl"  # a new run's old one was removed by open_run_folder
 
     results: list[TrainResult] = []
     ckpt_dirs = (

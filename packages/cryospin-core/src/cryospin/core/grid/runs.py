@@ -157,7 +157,8 @@ def execute_point(run_dir: Path, console: Any = None) -> str:
     err = run_dir / ERROR_FILE
     try:
         cfg = validate_config(load_yaml(run_dir / RUN_FILE))
-        run_reconstruction(cfg, run_dir, resume=has_checkpoint(run_dir), console=console)
+        resume = has_checkpoint(run_dir)  # else a fresh start over what a failed try left
+        run_reconstruction(cfg, run_dir, resume=resume, overwrite=not resume, console=console)
     except StopRequested as stop:
         return "stopped" if stop.reason == "max_steps" else "interrupted"
     except Exception as exc:
