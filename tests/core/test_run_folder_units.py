@@ -182,6 +182,11 @@ def test_likely_cause_names_the_bad_parameter():
     missing = _Stack()
     missing.ctf.defocus_u_A[3] = np.nan
     assert "defocus U" in likely_cause(_Data(missing)) and "missing" in likely_cause(_Data(missing))
+    bare = _Stack()
+    for values in vars(bare.ctf).values():
+        if values is not None:
+            values[:] = np.nan
+    assert "no CTF parameters" in likely_cause(_Data(bare))
     bad_pixels = _Stack()
     bad_pixels.images.arr[0, 1, 1] = np.inf
     assert "images" in likely_cause(_Data(bad_pixels))

@@ -33,13 +33,18 @@ class NonFiniteLoss(CryospinError):
 def likely_cause(data: Any) -> str:
     """Describe what most likely made the loss non-finite for the particles of ``data``.
 
-    ``data`` is a :class:`~cryospin.core.engine.data.ParticleData`. Checked in order: missing
-    (NaN) or infinite CTF values, CTF values out of range (amplitude contrast outside [0, 1),
-    voltage <= 0), non-finite images (a sample of up to 256), a zero noise level; otherwise the
-    learning rates.
+    ``data`` is a :class:`~cryospin.core.engine.data.ParticleData`. Checked in order: no CTF at
+    all (no particle has a finite defocus), missing (NaN) or infinite CTF values, CTF values out
+    of range (amplitude contrast outside [0, 1), voltage <= 0), non-finite images (a sample of up
+    to 256), a zero noise level; otherwise the learning rates.
     """
     ctf = data.stack.ctf
     idx = np.asarray(data.indices)
+    if not np.isfinite(np.asarray(ctf.defocus_u_A, dtype=np.float64)[idx]).any():
+        return (
+            "the particles have no CTF parameters (a bare image stack?): give a STAR or .cs "
+            "file with the CTF of every particle"
+        )
     for field, label, lo, hi in _CTF_RANGES:
         values = np.asarray(getattr(ctf, field), dtype=np.float64)[idx]
         bad = ~np.isfinite(values)
