@@ -1,8 +1,8 @@
 """``cryospin run`` end to end: data, trainer(s), half-sets, evaluation and every output file.
 
-Outputs in ``out``: ``config.yaml``, ``map.mrc``, ``poses.star`` (format of the input's suffix when
-its plugin writes it) and ``poses.pkl`` (also rewritten after every checkpoint, see
-:mod:`cryospin.core.engine.pose_output`), ``metrics.jsonl``, ``fsc.csv``/``fsc.png``,
+Outputs in ``out``: ``config.yaml``, ``map.mrc``, ``poses.star``, ``poses.cs`` and ``poses.pkl``
+(also rewritten after every checkpoint, see :mod:`cryospin.core.engine.pose_output`; the input is
+opened by :mod:`cryospin.core.engine.inputs`), ``metrics.jsonl``, ``fsc.csv``/``fsc.png``,
 ``orientations.png``, ``head_usage.png``, ``checkpoints/``, ``summary.json``. With ``half_sets``
 also ``map_half1.mrc``/``map_half2.mrc`` (half 2 aligned onto half 1) and ``half{1,2}/checkpoints``.
 """
