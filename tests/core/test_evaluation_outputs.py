@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import healpy
@@ -12,6 +13,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from cryospin.core.errors import ConfigError
 from cryospin.core.evaluation import outputs, plots
 from cryospin.core.evaluation.align_maps import rotate_map
 from cryospin.core.evaluation.fsc_eval import fsc_vs_truth
@@ -183,3 +185,23 @@ def test_plot_head_usage(tmp_path: Path) -> None:
     np.testing.assert_allclose(one_head, [1.0, 0.0])
     assert _is_png(tmp_path / "one.png")
     assert _no_temp_files(tmp_path)
+
+
+def test_orientation_plot_symmetry_note(tmp_path: Path) -> None:
+    assert plots.symmetry_note(179.4).startswith("C2 detected (179° self-rotation")
+    assert "half of the sphere may be empty" in plots.symmetry_note(180.0)
+    c3 = plots.symmetry_note(120.0)
+    assert c3.startswith("C3 detected") and "2/3 of the sphere" in c3
+    rots = Rotation.random(500, random_state=4).as_matrix()
+    counts = plots.plot_orientations(rots, tmp_path / "o.png", nside=4, symmetry_deg=180.0)
+    assert _is_png(tmp_path / "o.png") and counts.sum() == 500
+
+
+def test_orientation_plot_without_healpy_says_which_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "healpy", None)  # import healpy now raises ImportError
+    rots = Rotation.random(10, random_state=5).as_matrix()
+    with pytest.raises(ConfigError, match=r"needs healpy: pip install 'cryospin\[plots\]'"):
+        plots.plot_orientations(rots, tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()

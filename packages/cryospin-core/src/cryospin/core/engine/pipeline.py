@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from cryospin.core.engine.inputs import open_run_stack
 from cryospin.core.engine.pose_output import CheckpointPoses, write_pose_files
 from cryospin.core.engine.run_folder import check_device, open_run_folder, out_errors
 from cryospin.core.engine.trainer import TrainResult, Truth
-from cryospin.core.errors import InputError
+from cryospin.core.errors import ConfigError, InputError
 
 
 def setup_torch(cfg: RunConfig) -> None:
@@ -95,12 +96,26 @@ def half_set_seeds(seed: int) -> tuple[int, int]:
     return a, b
 
 
-def _plots(out: Path, curves: dict[str, Any], rotations: np.ndarray, usage: list[float]) -> None:
-    """Draw fsc.png, orientations.png, head_usage.png (:mod:`cryospin.core.evaluation.plots`)."""
+def _plots(
+    out: Path,
+    curves: dict[str, Any],
+    rotations: np.ndarray,
+    usage: list[float],
+    symmetry_deg: float | None,
+) -> None:
+    """Draw fsc.png, orientations.png, head_usage.png (:mod:`cryospin.core.evaluation.plots`).
+
+    ``symmetry_deg``: a self-symmetry of the truth map found by the pose evaluation (noted on the
+    orientation plot). Without healpy (the ``plots`` extra) orientations.png is skipped with a
+    warning naming the extra.
+    """
     from cryospin.core.evaluation.plots import plot_fsc, plot_head_usage, plot_orientations
 
     plot_fsc(curves, out / "fsc.png")
-    plot_orientations(rotations, out / "orientations.png")
+    try:
+        plot_orientations(rotations, out / "orientations.png", symmetry_deg=symmetry_deg)
+    except ConfigError as exc:
+        warnings.warn(f"orientations.png not drawn: {exc}", stacklevel=2)
     plot_head_usage(np.asarray(usage), out / "head_usage.png")
 
 
@@ -281,7 +296,7 @@ def _reconstruct(
     _write_fsc_csv(out / "fsc.csv", csv_cols, apix, box)
     counts = np.bincount(winners[winners >= 0], minlength=max(r.n_heads for r in results))
     usage = (counts / max(counts.sum(), 1)).tolist()
-    _plots(out, curves, rotations, usage)
+    _plots(out, curves, rotations, usage, summary.get("symmetry_deg"))
 
     stats: dict[str, Any] = {}
     for k, r in enumerate(results, start=1):

@@ -8,8 +8,10 @@ Viewing direction: under the RELION ``A`` convention (map -> image coordinates, 
 image ``z``), the direction along which a particle's image integrates the map is, in map
 coordinates, ``A^T e_z``: the third **row** of ``A``
 (:func:`cryospin.core.evaluation.pose_error.viewing_directions`). Those unit vectors are binned
-with ``healpy.vec2pix(nside, x, y, z)`` (RING ordering) and shown in a Mollweide projection
-(``healpy.projector.MollweideProj``), with longitude ``atan2(y, x)`` and colatitude ``acos(z)``.
+with ``healpy.vec2pix(nside, x, y, z)`` (RING ordering) and drawn on matplotlib's Mollweide axes
+against azimuth ``atan2(y, x)`` (increasing to the right) and elevation ``asin(z)``, both in
+degrees. healpy is an optional dependency (``pip install 'cryospin[plots]'``); without it the
+orientation functions raise :class:`~cryospin.core.errors.ConfigError` saying so.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cryospin.core.errors import ConfigError
 from cryospin.core.evaluation.outputs import atomic_path
 from cryospin.core.evaluation.pose_error import viewing_directions
 
@@ -29,6 +32,7 @@ __all__ = [
     "plot_fsc",
     "plot_head_usage",
     "plot_orientations",
+    "symmetry_note",
 ]
 
 
@@ -140,13 +144,42 @@ def plot_fsc(
     _save(fig, path, dpi)
 
 
+def _healpy() -> Any:
+    """Import healpy, or raise :class:`ConfigError` naming the extra that installs it."""
+    try:
+        import healpy
+    except ImportError:
+        raise ConfigError(
+            "the orientation plot needs healpy: pip install 'cryospin[plots]' "
+            "(or 'cryospin-core[plots]')"
+        ) from None
+    return healpy
+
+
+def symmetry_note(symmetry_deg: float) -> str:
+    """One-line note for a self-symmetry rotation of ``symmetry_deg`` degrees of the truth map.
+
+    The order is ``n = round(360 / symmetry_deg)`` (C2 for 180 degrees): ``n`` poses give the same
+    image, so a run assigns one of them and only ``1/n`` of the sphere need be populated.
+    """
+    n = max(2, round(360.0 / float(symmetry_deg)))
+    share = "half" if n == 2 else f"{n - 1}/{n}"
+    return (
+        f"C{n} detected ({float(symmetry_deg):.0f}° self-rotation of the truth map): poses shown "
+        f"modulo symmetry; {share} of the sphere may be empty"
+    )
+
+
 def orientation_counts(rotations: Any, nside: int = 8) -> np.ndarray:
     """Particles per HEALPix pixel (RING, ``12 nside^2`` pixels) of their viewing directions.
 
     The viewing direction of pose ``A`` is its third row (see the module doc). The counts sum to
     the number of poses.
+
+    Raises:
+        ConfigError: healpy is not installed.
     """
-    import healpy
+    healpy = _healpy()
 
     v = viewing_directions(rotations)
     v = v / np.linalg.norm(v, axis=1, keepdims=True)
@@ -159,41 +192,56 @@ def plot_orientations(
     path: str | os.PathLike[str],
     *,
     nside: int = 8,
+    symmetry_deg: float | None = None,
     title: str | None = None,
     dpi: int = 120,
 ) -> np.ndarray:
     """Mollweide map of the viewing-direction counts per HEALPix pixel, saved as PNG.
 
-    Returns the counts (:func:`orientation_counts`).
-    """
-    import healpy
-    from healpy.projector import MollweideProj
+    Axes: azimuth ``atan2(y, x)`` and elevation ``asin(z)`` of the viewing direction, in degrees
+    (module doc). ``symmetry_deg``: the angle of a detected self-symmetry of the truth map
+    (``summary.json``'s ``symmetry_deg``); the figure then carries :func:`symmetry_note`.
 
+    Returns:
+        The counts (:func:`orientation_counts`).
+
+    Raises:
+        ConfigError: healpy is not installed.
+    """
+    healpy = _healpy()
     counts = orientation_counts(rotations, nside)
-    proj = MollweideProj(xsize=800)
-    image = proj.projmap(counts.astype(np.float64), lambda x, y, z: healpy.vec2pix(nside, x, y, z))
-    image = np.ma.masked_invalid(np.where(np.isinf(image), np.nan, image))
-    fig = _figure(7.0, 4.2)
-    ax = fig.add_subplot(1, 1, 1)
-    xmin, xmax, ymin, ymax = proj.get_extent()
-    im = ax.imshow(
-        image,
-        origin="lower",
-        extent=(xmin, xmax, ymin, ymax),
-        cmap="viridis",
-        interpolation="nearest",
+    # each cell of a fine azimuth/elevation mesh shows the count of the HEALPix pixel it lies in
+    az_edges = np.linspace(-np.pi, np.pi, 361)
+    el_edges = np.linspace(-np.pi / 2, np.pi / 2, 181)
+    az = 0.5 * (az_edges[1:] + az_edges[:-1])
+    el = 0.5 * (el_edges[1:] + el_edges[:-1])
+    azz, ell = np.meshgrid(az, el)
+    pix = healpy.vec2pix(
+        nside, np.cos(ell) * np.cos(azz), np.cos(ell) * np.sin(azz), np.sin(ell)
     )
-    ax.set_axis_off()
-    cb = fig.colorbar(im, ax=ax, orientation="horizontal", fraction=0.05, pad=0.04)
-    cb.set_label("particles per pixel")
+    fig = _figure(7.0, 4.6)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.24)
+    ax = fig.add_subplot(1, 1, 1, projection="mollweide")
+    im = ax.pcolormesh(az_edges, el_edges, counts[pix], cmap="viridis", shading="flat")
+    ax.grid(True, color="white", alpha=0.4, linewidth=0.5)
+    ax.tick_params(axis="x", colors="white", labelsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("azimuth atan2(y, x) of the viewing direction (°)", fontsize=8)
+    ax.set_ylabel("elevation asin(z) (°)", fontsize=8)
+    cax = fig.add_axes((0.3, 0.13, 0.4, 0.025))
+    cb = fig.colorbar(im, cax=cax, orientation="horizontal")
+    cb.ax.tick_params(labelsize=7)
+    cb.set_label("particles per HEALPix pixel", fontsize=8, labelpad=1)
     n = int(counts.sum())
     fig.suptitle(
         title
-        or f"viewing directions, {n} particles (HEALPix nside {nside}, "
-        f"{counts.size} pixels, Mollweide)",
+        or f"viewing directions (third row of A), {n} particles "
+        f"(HEALPix nside {nside}, {counts.size} equal-area pixels)",
         fontsize=9,
     )
-    fig.tight_layout()
+    if symmetry_deg is not None:
+        fig.text(0.5, 0.01, symmetry_note(symmetry_deg), ha="center", va="bottom", fontsize=8,
+                 color="tab:red")
     _save(fig, path, dpi)
     return counts
 
