@@ -90,7 +90,8 @@ def check_contrast(stack: ParticleStack, chosen: bool | None) -> tuple[bool, dic
     :func:`cryospin.core.engine.data.default_invert` applies). The engine's forward model expects
     protein-dark images after the inversion, so a stack measured protein-bright needs inversion
     and a protein-dark one does not (``measure_contrast`` of the I/O plugin: centre minus
-    background in background standard deviations, and its t-value over up to 64 images).
+    background in background standard deviations, and its t-value over up to 64 images; NaN
+    without a plugin that measures it or with fewer than 5 particles: nothing is checked).
 
     Returns the inversion and ``contrast_measured_sd``, ``contrast_t``, ``invert_contrast``,
     ``invert_contrast_source`` (``"user"`` or ``"default"``) for ``summary.json``.
@@ -102,7 +103,7 @@ def check_contrast(stack: ParticleStack, chosen: bool | None) -> tuple[bool, dic
     default = default_invert(stack)
     invert = default if chosen is None else bool(chosen)
     mean = t = float("nan")
-    if len(stack) >= CONTRAST_MIN_PARTICLES:
+    if len(stack) >= CONTRAST_MIN_PARTICLES and io_bridge.provides("measure_contrast"):
         mean, t = io_bridge.measure_contrast(stack)
     info = {
         "contrast_measured_sd": mean,
