@@ -161,8 +161,13 @@ def open_run_stack(cfg: RunConfig) -> tuple[ParticleStack, dict[str, Any]]:
         f"{stack.pixel_size_A:.4g} Å/px{' (--apix)' if cfg.apix is not None else ''}"
     )
     mean, t = contrast["contrast_measured_sd"], contrast["contrast_t"]
+    measured = (
+        f"centre vs background {mean:+.2f} sd (t = {t:+.1f}; > 0 protein-bright)"
+        if mean == mean
+        else "not measured"
+    )
     event(
-        f"contrast: centre vs background {mean:+.2f} sd (t = {t:+.1f}; > 0 protein-bright); "
-        f"inversion {'on' if invert else 'off'} ({contrast['invert_contrast_source']})"
+        f"contrast: {measured}; inversion {'on' if invert else 'off'} "
+        f"({contrast['invert_contrast_source']})"
     )
     return stack, {**info, **contrast}
