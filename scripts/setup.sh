@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the local virtual environment .venv and install every cryospin package
-# editable, with the test and development tools. Safe to run repeatedly.
+# editable, with every optional extra (plots: healpy, slurm: submitit, tensorboard) so that the
+# tests cover them, and the test and development tools. Safe to run repeatedly.
+# (Users install with `pip install .` at the repository root: see README.md.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,4 +13,4 @@ PY=${PYTHON:-python3}
   -e packages/cryospin-core -e packages/cryospin-io \
   -e packages/cryospin-encoders -e packages/cryospin-decoders \
   -e examples/cryospin-example-plugin \
-  -e "packages/cryospin-core[test]"
+  -e "packages/cryospin-core[test,plots,slurm,tensorboard]"

@@ -194,8 +194,10 @@ def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
     """Return a configured ``submitit.AutoExecutor`` (logs in ``folder``)."""
     try:
         import submitit
-    except ImportError:  # pragma: no cover
-        raise ConfigError("--launcher slurm needs submitit (pip install submitit)") from None
+    except ImportError:
+        raise ConfigError(
+            "--launcher slurm needs submitit: pip install 'cryospin[slurm]' (or submitit)"
+        ) from None
     try:
         executor = submitit.AutoExecutor(folder=str(Path(folder) / "%j"), cluster=opts.cluster)
     except RuntimeError as exc:  # no srun/sbatch here
