@@ -138,3 +138,26 @@ def test_known_pose_reconstruction_keeps_the_file_poses(tmp_path) -> None:
     # float32 storage of the table: the poses come back to 1e-4 degrees
     assert summary["rotation_error_median_deg"] < 1e-3
     assert summary["shift_error_median_A"] < 1e-3
+
+
+def test_with_shifts_every_head_predicts_a_translation(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+    from run_toy_data import make_dataset
+
+    from cryospin.core.engine.data import ParticleData
+    from cryospin.core.engine.trainer import Trainer
+    from cryospin.io.star import read_star
+
+    toy = make_dataset(tmp_path / "toy", n=8, box=16, snr=2.0, seed=0)
+    data = ParticleData(read_star(toy["star"]), None, True)
+    enc = {"channels": [4], "head_hidden": [8], "n_heads": 2}
+    for shifts, explicit, expected in ((True, None, True), (False, None, False),
+                                       (True, False, False)):
+        conf = dict(enc) if explicit is None else {**enc, "estimate_shifts": explicit}
+        cfg = validate_config({"shifts": shifts, "encoder_config": conf, "progress": False})
+        tr = Trainer(cfg, data, tmp_path / f"c{shifts}{explicit}", tmp_path / "m.jsonl")
+        out = tr.encoder(data.batch(data.indices[:4]).images)
+        assert (out.shifts_A is not None) is expected

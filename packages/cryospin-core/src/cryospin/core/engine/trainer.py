@@ -78,7 +78,11 @@ class Trainer:
         self.enc_opt = None
         if cfg.stage_schedule != "direct":
             enc_cls = self.registry.get("encoder", cfg.encoder)
-            enc_conf = validate_component_config(enc_cls, cfg.encoder_config, "encoder_config")
+            enc_data = dict(cfg.encoder_config)
+            if cfg.shifts and "estimate_shifts" in enc_cls.Config.model_fields:
+                # paper v2 Sec. 5: with shifts every head also predicts a translation
+                enc_data.setdefault("estimate_shifts", True)
+            enc_conf = validate_component_config(enc_cls, enc_data, "encoder_config")
             # coarse-to-fine: the encoder sees the images Fourier-cropped to the amortized box
             enc_box = self.crop or self.data.box
             enc_apix = self.data.pixel_size_A * self.data.box / enc_box
