@@ -217,3 +217,29 @@ def test_cli_exits_2_without_traceback(tmp_path, stack_file):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "p.star" in lines[0] and "optics group 1" in lines[0]
+
+
+def _cube(path: Path, ispg: int, cella: float) -> None:
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32))
+        m.header.ispg, m.header.mz = ispg, 16
+        m.header.cella = (cella, cella, cella)
+
+
+def test_cubic_stacks_are_stacks(tmp_path):
+    # RELION writes stacks with ispg 1, mz = nz and cella 0: 16 images of 16 px are a stack.
+    _cube(tmp_path / "stack.mrcs", ispg=1, cella=0.0)
+    assert len(open_particles(_star(tmp_path))) == 3
+    # An MRC2014 stack (ispg 0) of 16 images of 16 px given alone as .mrcs.
+    _cube(tmp_path / "alone.mrcs", ispg=0, cella=32.0)
+    s = open_particles(tmp_path / "alone.mrcs")
+    assert (len(s), s.box, s.pixel_size_A) == (16, 16, 2.0)
+
+
+@pytest.mark.parametrize(("name", "ispg", "cella"), [("map.mrc", 0, 32.0), ("map.mrcs", 1, 32.0)])
+def test_map_is_not_a_stack(tmp_path, name, ispg, cella):
+    # A cryoDRGN map (ispg 0, .mrc) given alone, or a full map header (ispg 1, isotropic cella).
+    _cube(tmp_path / name, ispg=ispg, cella=cella)
+    with pytest.raises(InputError) as exc:
+        open_particles(tmp_path / name)
+    assert f"{name}: a 3-D map, not a particle stack" in _one_line(exc)

@@ -340,8 +340,8 @@ def _cases() -> list[Case]:
         cases += [Case(f"{base}-pixel={v}", base, "pixel", v) for v in PIXELS]
     cases += [
         Case("aspire31-two-box-sizes", "aspire31", "box_sizes", None),
-        Case("trpv1-volume-as-stack", "trpv1", "volume", None),
-        Case("bare-volume", "bare", "volume", None),
+        Case("trpv1-map-as-stack", "trpv1", "volume", "../maps/ribosome_4ug0_potential_4A.mrc"),
+        Case("bare-volume", "bare", "volume", "trpv1/trpv1_volume.mrc"),
         Case("bare-pixel-size-0", "bare", "cella", 0.0),
         Case("bare-pixel-size-1e30", "bare", "cella", 1e30),
         Case("sim-duplicate-optics-group", "sim", "dup_group", None),
@@ -402,11 +402,11 @@ def _prepare(case: Case, folder: Path, sim: Path) -> tuple[Path, list[str]]:
     elif case.kind == "box_sizes":
         add_column(particles, "rlnImagePixelSize", "rlnImageSize", ["256", "200"])
         expect += ["rlnImageSize", "256 px (group 1)", "200 px (group 2)"]
-    elif case.kind == "volume":
+    elif case.kind == "volume":  # cryoDRGN's map (ispg 0) alone; a map with ispg 1 as a stack
         if case.base == "bare":
             stack = particles = folder / "volume.mrc"
-        shutil.copy(REAL / "trpv1/trpv1_volume.mrc", stack)
-        expect = [stack.name, "3-D volume", "ispg"]
+        shutil.copy(REAL / case.target, stack)
+        expect = [stack.name, "3-D map", "ispg"]
     elif case.kind == "cella":
         with open(stack, "r+b") as fh:
             fh.seek(40)

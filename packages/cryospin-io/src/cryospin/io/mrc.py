@@ -42,12 +42,13 @@ class StackHeader:
     mode: int
 
 
-def read_stack_header(path: Path) -> StackHeader:
+def read_stack_header(path: Path, bare: bool = False) -> StackHeader:
     """Read and validate the header of a particle stack, as ``mrcfile.validate`` would.
 
     The file size must equal what the header promises (1024 + extended header + data): a
     header describing 16 x 16 images over 32 x 32 data is an error, not garbage images. A
-    3-D map is refused (:func:`_looks_like_volume`).
+    3-D map is refused (:func:`_looks_like_volume`; ``bare``: the file is the input itself,
+    not a stack named by metadata).
 
     Raises:
         InputError: not an MRC file, unsupported mode, non-square images, a file shorter or
@@ -63,6 +64,7 @@ def read_stack_header(path: Path) -> StackHeader:
                 nx, ny, nz = int(h.nx), int(h.ny), int(h.nz)
                 nsymbt = int(h.nsymbt)
                 ispg, mz = int(h.ispg), int(h.mz)
+                volume = _looks_like_volume(path, h, bare)
                 voxel = float(mrc.voxel_size.x)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
@@ -84,28 +86,32 @@ def read_stack_header(path: Path) -> StackHeader:
             f"{path}: file is {state}: {size} bytes, the header (nx, ny, nz = {nx}, {ny}, "
             f"{nz}, mode {mode}, nsymbt {nsymbt}) needs {expected}"
         )
-    if _looks_like_volume(path, nx, nz, mz, ispg):
+    if volume:
         raise InputError(
-            f"{path}: header describes a 3-D volume (nx = ny = nz = {nx}, ispg {ispg}, "
-            f"mz {mz}); expected a particle stack (ispg 0, saved as .mrcs)"
+            f"{path}: a 3-D map, not a particle stack (nx = ny = nz = {nx}, ispg {ispg}, "
+            f"mz {mz}, {path.suffix}); expected a stack of 2-D images (saved as .mrcs)"
         )
     return StackHeader(path, nz, nx, voxel if np.isfinite(voxel) else 0.0, mode)
 
 
-def _looks_like_volume(path: Path, nx: int, nz: int, mz: int, ispg: int) -> bool:
-    """Whether a square-image MRC file is a 3-D map rather than a stack of ``nz`` images.
+def _looks_like_volume(path: Path, h: np.recarray, bare: bool) -> bool:
+    """Whether a square-image MRC header ``h`` describes a 3-D map, not a stack of images.
 
     MRC2014 marks stacks with space group ``ispg`` 0 (mrcfile's ``is_image_stack``) and maps
-    with a crystallographic group (1 to 230); real RELION stacks carry ``ispg`` 1 too, and
-    cryoDRGN writes maps with ``ispg`` 0, so the space group alone decides nothing. A cube
-    (``nz == nx``) is a volume when its header says so (``ispg`` 1 to 230 with ``mz == nz``)
-    or when it is a ``.mrc`` file with ``ispg`` 0 (the map suffix; stacks are ``.mrcs``).
+    with a crystallographic group, but RELION writes stacks with ``ispg`` 1 (and ``cella`` 0)
+    and cryoDRGN writes maps with ``ispg`` 0, so the space group alone decides nothing. A cube
+    (``nx = ny = nz``) is a map when its header says so in full: ``ispg`` 1 to 230, ``mz = nz``
+    and equal, non-zero voxel sizes ``cella / m`` along x and z. Given on its own (``bare``,
+    no metadata naming its images), a cubic ``.mrc`` file is a map too: stacks are ``.mrcs``.
     """
+    nx, nz, mx, mz = int(h.nx), int(h.nz), int(h.mx), int(h.mz)
     if nz != nx or nz <= 1:
         return False
-    if 1 <= ispg <= 230:
-        return mz == nz
-    return path.suffix.lower() == ".mrc"
+    ax, az = float(h.cella.x), float(h.cella.z)
+    isotropic = mx > 0 and mz > 0 and ax > 0 and bool(np.isclose(ax / mx, az / mz, rtol=1e-3))
+    if 1 <= int(h.ispg) <= 230 and mz == nz and isotropic:
+        return True
+    return bare and path.suffix.lower() == ".mrc"
 
 
 def _open_mmap(path: Path) -> tuple[mrcfile.mrcmemmap.MrcMemmap, np.ndarray]:

@@ -111,7 +111,7 @@ class MrcStackSource(_MapsAndPkl, ImageSource):
         path = Path(path)
         if not path.is_file():
             raise InputError(f"{path}: file not found")
-        header = read_stack_header(path)
+        header = read_stack_header(path, bare=True)
         reader = MrcImageReader(
             [path], np.zeros(header.n, np.int32), np.arange(header.n), header.box
         )
