@@ -154,6 +154,9 @@ def test_compare_config_allows_only_resumable_changes(tmp_path):
             compare_config(saved, cfg, tmp_path)
     with pytest.raises(ConfigError, match="'epochs' can only grow"):
         compare_config(saved, validate_config({"particles": "a.star", "epochs": 2}), tmp_path)
+    scheduled = validate_config({"particles": "a.star"}).model_dump(mode="json")
+    assert scheduled["epochs"] is None  # epochs from the work schedule: any --epochs may follow
+    compare_config(scheduled, validate_config({"particles": "a.star", "epochs": 2}), tmp_path)
 
 
 def test_device_names_are_checked():

@@ -155,6 +155,20 @@ def test_resume_without_a_checkpoint_is_an_honest_fresh_start(finished, tmp_path
     assert (out / "checkpoints" / "last.pt").is_file()
 
 
+def test_a_run_without_manifest_still_resumes_and_gets_one(finished, tmp_path, capsys):
+    out = _copy(finished, tmp_path / "run")  # as written before run.json existed
+    (out / "run.json").unlink()
+    try:
+        main(["run", "-o", str(out), "--resume", "--epochs", "2"])
+    except SystemExit as exc:
+        raise AssertionError(f"exit {exc.code}") from None
+    err = capsys.readouterr().err
+    assert "particle set is not checked" in err
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["particles"]["n_particles"] == 24 and manifest["config"]["epochs"] == 2
+    assert json.loads((out / "summary.json").read_text())["resumed"] is True
+
+
 def _map(out: Path) -> np.ndarray:
     from cryospin.io.mrc import read_map
 

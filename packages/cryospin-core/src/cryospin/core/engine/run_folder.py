@@ -217,7 +217,8 @@ def compare_config(saved: dict[str, Any], cfg: RunConfig, out: Path) -> None:
     for field, value in now.items():
         if field in PATH_FIELDS or field not in saved:
             continue
-        if field == "epochs" and value < saved[field]:
+        both_set = isinstance(value, int) and isinstance(saved[field], int)
+        if field == "epochs" and both_set and value < saved[field]:  # None: from the schedule
             raise ConfigError(
                 f"--resume: 'epochs' can only grow (the run in {out} has {saved[field]}, got "
                 f"{value}); start a new run with --overwrite for fewer epochs"
