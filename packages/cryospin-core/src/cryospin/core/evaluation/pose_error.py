@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.evaluation.map_ops import refine_self_symmetry
+from cryospin.core.evaluation.point_group import PointGroup, detect_point_group_cached
 from cryospin.core.so3 import geodesic_distance_deg
 
 __all__ = [
@@ -282,21 +282,55 @@ def _cluster_center(rots: np.ndarray, tol_deg: float = 15.0) -> tuple[np.ndarray
     return _project_so3(rots[near].sum(0)), best
 
 
-def _largest_cluster_alignment(est: np.ndarray, tru: np.ndarray) -> tuple[np.ndarray, bool]:
+def _largest_cluster_alignment(
+    est: np.ndarray, tru: np.ndarray, flipped: bool
+) -> tuple[np.ndarray, bool]:
     """Global alignment ``(R, flipped)`` from the largest cluster of ``A_true^T H(A_est)``.
 
     ``A_true,i^T H(A_est,i) = R`` for every correctly posed particle (``aligned = H(A) R^T``), so
-    the most populated residual over both hands is the alignment. Unlike a median-error search it
-    is not pulled between the branches of a symmetric particle.
+    the most populated residual is the alignment (for a symmetric truth, one of its symmetry
+    mates ``g R``, equally valid modulo the group). Unlike a median-error search it is not pulled
+    between the branches of a symmetric particle.
     """
-    best: tuple[int, np.ndarray, bool] | None = None
-    for flipped in (False, True):
-        h = FLIP @ est @ FLIP if flipped else est
-        center, count = _cluster_center(np.swapaxes(tru, -1, -2) @ h)
-        if best is None or count > best[0]:
-            best = (count, center, flipped)
-    assert best is not None
-    return best[1], best[2]
+    h = FLIP @ est @ FLIP if flipped else est
+    center, _ = _cluster_center(np.swapaxes(tru, -1, -2) @ h)
+    return center, flipped
+
+
+def _group_alignment(
+    est: np.ndarray,
+    tru: np.ndarray,
+    ops: np.ndarray,
+    start: tuple[np.ndarray, bool],
+    n_refine: int = 10,
+) -> tuple[np.ndarray, bool, np.ndarray]:
+    """Refine a global alignment modulo the group: ``(R, flipped, errors modulo G)``.
+
+    Each step gives every particle its nearest symmetry mate ``A_true,i g_i`` and refits
+    ``R^T = proj(sum H(A_est,i)^T A_true,i g_i)`` over the better half of the particles (trimmed
+    Procrustes), kept while the median error modulo ``G`` decreases.
+    """
+    r, flipped = np.asarray(start[0], dtype=np.float64), bool(start[1])
+    h = FLIP @ est @ FLIP if flipped else est
+    m = np.swapaxes(tru, -1, -2) @ h  # M_i = T_i^T H_i; error of H_i R^T vs T_i g: <M_i R^T, g>
+
+    def errors(rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        traces = np.einsum("nab,gab->ng", m @ rr.T, ops)
+        best = traces.argmax(axis=1)
+        cos = np.clip(0.5 * (traces[np.arange(len(m)), best] - 1.0), -1.0, 1.0)
+        return np.degrees(np.arccos(cos)), best
+
+    err, best = errors(r)
+    for _ in range(n_refine):
+        keep = err <= np.median(err)
+        # H_i R^T ~ T_i g_i  =>  R^T ~ H_i^T T_i g_i = (g_i^T M_i)^T
+        mates = np.swapaxes(ops[best[keep]], -1, -2) @ m[keep]
+        r_new = _project_so3(np.swapaxes(mates, -1, -2).sum(0)).T
+        err_new, best_new = errors(r_new)
+        if np.median(err_new) >= np.median(err) - 1e-12:
+            break
+        r, err, best = r_new, err_new, best_new
+    return r, flipped, err
 
 
 def symmetric_pose_errors(
@@ -304,47 +338,44 @@ def symmetric_pose_errors(
     true: Any,
     truth_map: Any | None,
     alignment: Any | None,
-    min_share: float = 0.1,
-    min_correlation: float = 0.9,
+    min_correlation: float = 0.75,
+    group: PointGroup | None = None,
 ) -> dict[str, Any]:
-    """Rotation errors modulo a symmetry of the truth map, when it has one.
+    """Rotation errors modulo the point group of the truth map (C1, Cn or Dn, pseudo included).
 
-    A symmetric particle (HSP90 2CG9 is a C2 homodimer) has two or more poses that give the same
-    image, so an ab-initio run may assign either to each particle; the plain error after the best
-    global rotation (:func:`rotation_error`) then mixes ~0 and ~180 degree errors. Procedure:
+    A symmetric particle (HSP90 2CG9 is a C2 homodimer, a D7 complex has 14 equivalent poses)
+    gives the same image at every pose ``A g`` (``g`` in the group ``G`` of the truth, acting on
+    the right: :mod:`cryospin.core.evaluation.point_group`), so an ab-initio run may assign any of
+    them; the plain error (:func:`rotation_error`) mixes ~0 and large errors. Procedure:
 
-    1. put the estimates in the truth's frame with the map alignment ``alignment`` (anything with
-       ``rotation`` and ``flipped``, e.g. ``fsc_vs_truth(...).alignment``; see
-       :func:`apply_pose_alignment`), else with the largest cluster of the residual rotations
-       ``A_true^T H(A_est)`` over both hands (a median-error search is pulled between the
-       branches of a symmetric particle);
-    2. the residual rotations ``E_i = A_true,i^T A_aligned,i``: if at least ``min_share`` of them
-       are more than 90 degrees from the identity, the most populated such rotation (within 15
-       degrees, SVD-refined) is a candidate symmetry ``S``;
-    3. ``S`` is refined against the truth map (the nearby rotation under which the truth best
-       correlates with itself, :func:`~cryospin.core.evaluation.map_ops.refine_self_symmetry`:
-       a cluster centre of noisy residuals is a few degrees off) and accepted only if the
-       **truth map** is invariant under it: the real-space correlation of the truth and the
-       truth rotated by ``S`` about the box centre, both Fourier-cropped to at most 32 voxels
-       (a fixed sampling, since the correlation of a pseudo-symmetric complex falls with finer
-       sampling), is at least ``min_correlation``.
-       Each particle then keeps the nearer of ``A_aligned,i`` and ``A_aligned,i S^T`` to its
-       true pose, and the global rotation and hand are searched again (:func:`rotation_error`).
+    1. ``G`` is :func:`~cryospin.core.evaluation.point_group.detect_point_group` of
+       ``truth_map`` (cached per map: it depends on the truth only), or ``group`` when given;
+    2. starting alignments: the map alignment ``alignment`` (anything with ``rotation`` and
+       ``flipped``, e.g. ``fsc_vs_truth(...).alignment``; see :func:`apply_pose_alignment`) when
+       given, and for each hand the largest cluster of the residual rotations
+       ``A_true^T H(A_est)`` (a median-error search is pulled between the branches);
+    3. each start is refined modulo ``G`` (nearest mate per particle, trimmed Procrustes); the one
+       with the smallest median error modulo ``G`` wins, and the per-particle errors are
+       ``min_g angle(A_aligned,i, A_true,i g)``
+       (:func:`~cryospin.core.evaluation.point_group.pose_errors_modulo_group`).
 
     Args:
         estimated: ``(N, 3, 3)`` estimated poses (RELION ``A``), numpy or torch.
         true: ``(N, 3, 3)`` true poses, same order.
-        truth_map: the truth ``(D, D, D)`` ``[z, y, x]``, or ``None`` (no symmetry is accepted).
+        truth_map: the truth ``(D, D, D)`` ``[z, y, x]``, or ``None`` (C1 unless ``group``).
         alignment: map alignment estimate -> truth, or ``None``.
-        min_share: smallest share of far (> 90 degrees) residuals that suggests a symmetry.
-        min_correlation: smallest self-correlation of the truth under ``S`` to accept it.
+        min_correlation: smallest self-correlation of the truth (cropped to 32 voxels) under
+            every operator of the group.
+        group: a known group (skips the detection).
 
     Returns:
-        ``{"symmetry_deg": angle of S or None, "symmetry_correlation": float or None,
-        "rotation_error_sym_median_deg", "rotation_error_sym_mean_deg", "sym_alignment":
-        {"rotation": R (3x3 list), "flipped": bool}}``: the last two errors equal the plain ones
-        when no symmetry is accepted; ``sym_alignment`` is the total alignment estimate -> truth
-        (pose convention of :func:`apply_pose_alignment`) for the symmetry-resolved poses.
+        ``{"point_group": "C1" | "C<n>" | "D<n>", "point_group_order": |G|,
+        "symmetry_deg": 360/n of the principal axis or None for C1, "symmetry_correlation":
+        smallest self-correlation over the operators or None, "rotation_error_sym_median_deg",
+        "rotation_error_sym_mean_deg", "rotation_error_sym_under5_frac" (share of particles under
+        5 degrees modulo G), "sym_alignment": {"rotation": R (3x3 list), "flipped": bool}}``;
+        ``sym_alignment`` is the global alignment estimate -> truth (pose convention of
+        :func:`apply_pose_alignment`) under which the errors are measured.
 
     Raises:
         ValueError: shapes differ or are not ``(N, 3, 3)``.
@@ -353,28 +384,27 @@ def symmetric_pose_errors(
     tru = _as_rotations(true, "true")
     if est.shape != tru.shape:
         raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    if group is None:
+        group = (
+            PointGroup.trivial()
+            if truth_map is None
+            else detect_point_group_cached(truth_map, min_correlation=min_correlation)
+        )
+    starts = [_largest_cluster_alignment(est, tru, flipped) for flipped in (False, True)]
     if alignment is not None:
-        r1, f1 = np.asarray(alignment.rotation, dtype=np.float64), bool(alignment.flipped)
-    else:
-        r1, f1 = _largest_cluster_alignment(est, tru)
-    aligned = apply_pose_alignment(est, r1, f1)
-    resid = np.swapaxes(tru, -1, -2) @ aligned
-    far = resid[_angle_from_trace(np.trace(resid, axis1=1, axis2=2)) > 90.0]
-    out: dict[str, Any] = {"symmetry_deg": None, "symmetry_correlation": None}
-    fixed = aligned
-    if truth_map is not None and len(far) > 0 and len(far) >= min_share * len(est):
-        s_rot, corr = refine_self_symmetry(truth_map, _cluster_center(far)[0])
-        out["symmetry_correlation"] = float(corr)
-        if corr >= min_correlation:
-            out["symmetry_deg"] = float(_angle_from_trace(np.trace(s_rot)))
-            other = aligned @ s_rot.T
-            nearer = geodesic_deg(tru, other) < geodesic_deg(tru, aligned)
-            fixed = np.where(nearer[:, None, None], other, aligned)
-    res = rotation_error(fixed, tru)
-    out["rotation_error_sym_median_deg"] = res.median_deg
-    out["rotation_error_sym_mean_deg"] = res.mean_deg
-    # compose the two alignments: H2(H1(A) R1^T) R2^T = H(A) R^T with H = H2 H1 and
-    # R = R2 H2(R1) (H2(M) = F M F when the second one is flipped)
-    total = res.rotation @ (FLIP @ r1 @ FLIP if res.flipped else r1)
-    out["sym_alignment"] = {"rotation": total.tolist(), "flipped": bool(f1 != res.flipped)}
-    return out
+        starts.insert(0, (np.asarray(alignment.rotation, dtype=np.float64), alignment.flipped))
+    fits = [_group_alignment(est, tru, group.operators, s) for s in starts]
+    r, flipped, err = min(fits, key=lambda f: float(np.median(f[2])))
+    principal = None if group.axis is None else 360.0 / (
+        group.order // 2 if group.two_fold is not None else group.order
+    )
+    return {
+        "point_group": group.name,
+        "point_group_order": group.order,
+        "symmetry_deg": principal,
+        "symmetry_correlation": group.correlation,
+        "rotation_error_sym_median_deg": float(np.median(err)),
+        "rotation_error_sym_mean_deg": float(np.mean(err)),
+        "rotation_error_sym_under5_frac": float(np.mean(err < 5.0)),
+        "sym_alignment": {"rotation": r.tolist(), "flipped": bool(flipped)},
+    }
