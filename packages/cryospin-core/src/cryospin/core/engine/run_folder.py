@@ -93,19 +93,17 @@ FINGERPRINT_IMAGES = 8
 def particle_fingerprint(stack: Any) -> dict[str, Any]:
     """Return what identifies a particle set: count, box, pixel size and two SHA-256 digests.
 
-    ``ctf_sha256`` covers every particle's CTF parameters (float64 bytes) and, when the stack
-    has them, its image names; ``images_sha256`` covers the pixels (float32 bytes) of up to
-    :data:`FINGERPRINT_IMAGES` evenly spaced images. ``particles`` (the file's resolved path) is
-    informative only: a moved but identical particle set still matches.
+    ``ctf_sha256`` covers every particle's CTF parameters (float64 bytes, in particle order);
+    ``images_sha256`` covers the pixels (float32 bytes) of up to :data:`FINGERPRINT_IMAGES`
+    evenly spaced images, the first and last included. Nothing depends on where the files lie:
+    ``particles`` (the file's resolved path) is informative only, so a moved but identical
+    particle set still matches.
     """
     n = len(stack)
     ctf = hashlib.sha256()
     for value in vars(stack.ctf).values():
         if value is not None:
             ctf.update(np.ascontiguousarray(value, dtype=np.float64).tobytes())
-    names = stack.extra.get("image_names") if isinstance(stack.extra, dict) else None
-    if names is not None:
-        ctf.update("\n".join(map(str, names)).encode("utf-8"))
     pick = np.unique(np.linspace(0, n - 1, min(n, FINGERPRINT_IMAGES)).round().astype(np.int64))
     pixels = np.ascontiguousarray(stack.images.read(pick), dtype=np.float32)
     return {
