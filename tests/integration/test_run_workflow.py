@@ -16,6 +16,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import click
 import mrcfile
 import numpy as np
 import pytest
@@ -98,6 +99,14 @@ def test_flags_stack_ind_apix_set_threads_no_invert(toy, tmp_path):
     names = list(poses.metadata["rlnImageName"])
     assert names == [f"{k + 1:06d}@{toy['dark'].resolve()}" for k in keep]
     np.testing.assert_array_equal(poses.images.read(np.arange(12)), -toy["bright"][keep])
+
+
+def test_every_run_option_shows_an_example():
+    run = build_cli().commands["run"]
+    for param in run.params:
+        if isinstance(param, click.Option) and param.name != "help":
+            names = param.opts + param.secondary_opts
+            assert any("e.g. " + name in (param.help or "") for name in names), names
 
 
 def test_ind_reads_a_cryodrgn_pickle_and_rejects_bad_indices(tmp_path):

@@ -171,13 +171,15 @@ def resolve_config(
     "--launcher",
     type=click.Choice(["none", "torchrun"]),
     default="none",
-    help="torchrun: run on --gpus processes (re-executes under torch.distributed.run)",
+    help="torchrun: run on --gpus processes (re-executes under torch.distributed.run); "
+    "e.g. --launcher torchrun",
 )
 @click.option(
     "--gpus",
     type=click.IntRange(min=1),
     default=None,
-    help="processes for --launcher torchrun (one per GPU; CPU processes with --device cpu)",
+    help="processes for --launcher torchrun (one per GPU; CPU processes with --device cpu); "
+    "e.g. --gpus 4",
 )
 def run(
     out: str,
