@@ -150,3 +150,23 @@ def test_torn_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
     torch.save([1, 2, 3], path)  # loadable, but not a state dictionary
     with pytest.raises(InputError, match="not a cryospin checkpoint"):
         load(path)
+
+
+@pytest.mark.parametrize("option", ["--rotations", "--ctf"])
+def test_simulate_refuses_a_crafted_pkl_with_exit_2(tmp_path, capsys, option):
+    from cryospin.core.cli.main import main
+    from cryospin.io.mrc import write_map
+
+    marker = tmp_path / "PWNED"
+    crafted = tmp_path / "crafted.pkl"
+    crafted.write_bytes(pickle.dumps((_Payload(marker), np.zeros((4, 2)))))
+    vol = np.zeros((16, 16, 16), dtype=np.float32)
+    vol[6:10, 7:9, 5:11] = 1.0
+    write_map(tmp_path / "map.mrc", vol, 3.0)
+    args = ["simulate", "--map", str(tmp_path / "map.mrc"), "--box", "16", "--n", "4"]
+    args += ["--seed", "0", option, str(crafted), "--out", str(tmp_path / "sim")]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "refused to load" in err[0], err
+    assert not marker.exists() and not (tmp_path / "sim" / "particles.star").exists()
