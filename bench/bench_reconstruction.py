@@ -12,11 +12,11 @@ Methods (each a separate ``cryospin run`` process, so peak memory is per method)
 * ``cryoai-mlp``: cryoai + mlp, amortized only (cryoAI's setting).
 
 Datasets: ``hsp90`` and ``spike`` simulated with ``cryospin simulate`` (bundled PDB 2CG9 / 6VYB,
-real EMPIAR-10028 CTFs, SNR 0.1, uniform poses). ``--settings paper`` keeps the paper's values
-(:class:`~cryospin.core.engine.config.RunConfig` defaults: batch 64, encoder lr 1e-4, decoder lr
-0.05 -> 0.02); ``--settings cpu`` uses the demo's CPU-budget values
-(:data:`cryospin.core.cli.demo.DEMO_SETTINGS`). The issue's scale (L = 64, N = 5,000, paper
-settings) needs a GPU; the CPU-sized comparison recorded in the README is::
+real EMPIAR-10028 CTFs, SNR 0.1, uniform poses). ``--settings paper`` keeps the paper's training
+values (batch 64, encoder lr 1e-4, decoder lr 0.05 -> 0.02, full box, no marching; the default
+CPU-sized encoder); ``--settings cpu`` the hand-set CPU schedule of the README's 2026-12-01
+numbers; ``--settings default`` ``cryospin run``'s defaults (:data:`SETTINGS`). The issue's scale
+(L = 64, N = 5,000, paper settings) needs a GPU; the CPU-sized comparison in the README is::
 
     .venv/bin/python bench/bench_reconstruction.py --datasets hsp90 --box 32 --n 5000 \\
         --settings cpu --epochs 60 --switch-epoch 40 --method-epochs cryoai-mlp=2
@@ -46,6 +46,16 @@ from cryospin.core.grid.collect import RunRecord, read_epochs
 from cryospin.core.grid.report import Row, plot_metric
 
 MULTIHEAD_HARTLEY = {"encoder": "multihead", "decoder": "hartley"}
+#: ``paper``: the paper's training values with the default (CPU-sized) encoder; ``cpu``: the
+#: hand-set CPU schedule of the 2026-12-01 benchmarks (the demo's settings then); ``default``:
+#: ``cryospin run``'s defaults (work schedule, coarse-to-fine; epochs from the flags).
+SETTINGS: dict[str, dict[str, Any]] = {
+    "paper": {"lr_encoder": 1e-4, "lr_decoder": 0.05, "lr_decoder_direct": 0.02,
+              "amortized_box": None, "coarse_to_fine": False},
+    "cpu": {"batch_size": 32, "lr_encoder": 1e-3, "lr_decoder": 0.01, "lr_decoder_direct": 0.005,
+            "mask_radius_start": 0.5, "mask_grow_epochs": 40, "amortized_box": None},
+    "default": {},
+}
 METHODS: dict[str, dict[str, Any]] = {
     "semi-amortized": {**MULTIHEAD_HARTLEY, "stage_schedule": "semi-amortized"},
     "semi-amortized-auto": {
@@ -98,12 +108,8 @@ def simulate(dataset: str, box: int, n: int, seed: int, out: Path, workers: int)
 
 def method_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """The run configuration of one method under ``--settings`` (written as the run's YAML)."""
-    cfg: dict[str, Any] = {}
-    if args.settings == "cpu":
-        from cryospin.core.cli.demo import DEMO_SETTINGS
-
-        cfg.update(DEMO_SETTINGS)
-    else:
+    cfg: dict[str, Any] = dict(SETTINGS[args.settings])
+    if args.settings == "paper":
         cfg["batch_size"] = args.batch_size
     cfg.update(METHODS[name])
     cfg.update(
@@ -220,7 +226,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["hsp90", "spike"], choices=["hsp90", "spike"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--settings", choices=["paper", "cpu"], default="paper")
+    p.add_argument("--settings", choices=list(SETTINGS), default="paper")
     p.add_argument("--box", type=int, default=64)
     p.add_argument("--n", type=int, default=5000)
     p.add_argument("--epochs", type=int, default=20)
