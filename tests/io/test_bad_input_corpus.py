@@ -106,7 +106,7 @@ STAR_VALUES = {
     "rlnOriginX": ["1e30"],
     "rlnOriginY": ["nan"],
     "rlnImageSize": ["0", "-48", "nan"],
-    "rlnOpticsGroup": ["99"],
+    "rlnOpticsGroup": ["99", "abc", "1.5"],
     "rlnRandomSubset": ["3"],
     "rlnImageName": ["0@{stack}", "999@{stack}", "garbage", "1@missing.mrcs"],
 }

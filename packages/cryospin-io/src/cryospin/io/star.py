@@ -141,6 +141,19 @@ def read_star_tables(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return particles, optics
 
 
+def _group_numbers(path: Path, frame: pd.DataFrame, where: str) -> np.ndarray:
+    """``rlnOpticsGroup`` of a table as int64; raises :class:`InputError` unless integers."""
+    values = pd.to_numeric(frame["rlnOpticsGroup"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        row = int(np.nonzero(bad)[0][0])
+        raise InputError(
+            f"{path}: {where}row {row + 1}: rlnOpticsGroup is "
+            f"{frame['rlnOpticsGroup'].iloc[row]}; expected an integer group number"
+        )
+    return values.astype(np.int64)
+
+
 def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
     """Per-particle optics values: the optics-group row of each particle, particle values first.
 
@@ -155,14 +168,14 @@ def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None
     out = pd.DataFrame(index=particles.index)
     if optics is None:
         out["rlnOpticsGroup"] = (
-            particles["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+            _group_numbers(path, particles, "")
             if "rlnOpticsGroup" in particles
             else np.ones(n, dtype=np.int64)
         )
     else:
         if "rlnOpticsGroup" not in optics:
             raise InputError(f"{path}: data_optics lacks the required column rlnOpticsGroup")
-        groups = optics["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+        groups = _group_numbers(path, optics, "data_optics ")
         values, counts = np.unique(groups, return_counts=True)
         if (counts > 1).any():
             raise InputError(
@@ -170,7 +183,7 @@ def join_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame | None
                 f"{counts[counts > 1][0]} times; expected each rlnOpticsGroup number once"
             )
         if "rlnOpticsGroup" in particles:
-            member = particles["rlnOpticsGroup"].to_numpy(dtype=np.int64)
+            member = _group_numbers(path, particles, "data_particles ")
         elif len(groups) == 1:
             member = np.full(n, groups[0], dtype=np.int64)
         else:
