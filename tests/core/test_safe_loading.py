@@ -147,6 +147,9 @@ def test_torn_or_foreign_checkpoint_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError) as exc:
         load(path)
     assert str(path) in str(exc.value) and len(str(exc.value).splitlines()) == 1
+    path.write_bytes(b"\x80\x02garbage that is no pickle")
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        load(path)
     torch.save([1, 2, 3], path)  # loadable, but not a state dictionary
     with pytest.raises(InputError, match="not a cryospin checkpoint"):
         load(path)

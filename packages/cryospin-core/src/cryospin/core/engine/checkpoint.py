@@ -129,9 +129,12 @@ def load(path: Path) -> dict[str, Any]:
         with allow(numpy_array_globals()):
             state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        culprit = _culprit(str(exc))
+        if culprit is None:  # not a refused object: a damaged or foreign file
+            raise InputError(f"cannot read checkpoint {path}: not a valid checkpoint") from None
         raise InputError(
             f"checkpoint {path} holds objects other than tensors, arrays and plain data "
-            f"({_culprit(str(exc))}); refused to load it (loading could run code)"
+            f"({culprit}); refused to load it (loading could run code)"
         ) from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         raise InputError(f"cannot read checkpoint {path}: {exc}".splitlines()[0]) from None
@@ -140,12 +143,12 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def _culprit(message: str) -> str:
-    """Return the global that ``torch.load(weights_only=True)`` refused, from its message."""
+def _culprit(message: str) -> str | None:
+    """Return the object ``torch.load(weights_only=True)`` refused (``None``: none was named)."""
     for line in message.splitlines():
-        if "GLOBAL" in line or "got <" in line or "Unsupported" in line:
+        if "GLOBAL" in line or "got <" in line:
             return line.split("error:")[-1].strip().rstrip(".")[:200]
-    return "unsupported content"
+    return None
 
 
 class StopRequested(Exception):
