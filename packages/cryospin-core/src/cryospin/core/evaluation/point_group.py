@@ -278,9 +278,10 @@ def detect_point_group(
         judge_box: side of the map on which operators are accepted.
         n_axes: axes of the half-sphere grid (600: about 6 degrees apart).
         per_order: best distinct axes refined per order.
-        margin: the principal axis is the highest-order accepted axis whose correlation is
-            within ``margin`` of the best accepted one; a dihedral group must also stay within
-            ``margin`` of its cyclic subgroup.
+        margin: a dihedral group must stay within ``margin`` of the correlation of its cyclic
+            subgroup. The principal axis is the best-correlated accepted axis, or the
+            highest-order accepted axis whose order is a multiple of its and whose correlation is
+            within 0.02 of it.
 
     Returns:
         A :class:`PointGroup` (``C1`` when nothing passes).
@@ -308,18 +309,44 @@ def detect_point_group(
                 accepted.append((n, axis, corr))
     if not accepted:
         return PointGroup("C1", np.eye(3)[None].copy(), candidates=candidates)
-    # the highest order among the axes about as convincing as the best one (a C6 axis is also
-    # a C2 and a C3 axis; a spurious pseudo-axis of a sparse map is much weaker than a true one)
-    top = max(t[2] for t in accepted)
-    n, axis, corr = max((t for t in accepted if t[2] >= top - margin), key=lambda t: (t[0], t[2]))
-    group = PointGroup(f"C{n}", cyclic_group(axis, n), axis, None, corr, candidates)
-    return _try_dihedral(group, search, judge, max(min_correlation, corr - margin))
+    groups: list[PointGroup] = []
+    for n, axis, corr in _distinct_axes(accepted):
+        groups.append(PointGroup(f"C{n}", cyclic_group(axis, n), axis, None, corr))
+        found = _dihedral(groups[-1], search, judge, max(min_correlation, corr - margin))
+        if found is not None:
+            candidates.append(found[1])
+            groups.extend([] if found[0] is None else [found[0]])
+    # the largest group about as convincing as the best one: a D7 map passes as C2 (about a
+    # 2-fold), C7 and D7 alike, and may pass an 8-fold less well; a sparse C2 map may pass a
+    # pseudo 3-fold far less well
+    top = max(float(g.correlation or 0.0) for g in groups)
+    pick = max(
+        (g for g in groups if float(g.correlation or 0.0) >= top - 0.02),
+        key=lambda g: (g.order, g.correlation),
+    )
+    return PointGroup(pick.name, pick.operators, pick.axis, pick.two_fold, pick.correlation,
+                      candidates)
 
 
-def _try_dihedral(
+def _distinct_axes(
+    accepted: list[tuple[int, np.ndarray, float]],
+) -> list[tuple[int, np.ndarray, float]]:
+    """Drop repeats: the same order about axes under 5 degrees apart (best kept)."""
+    out: list[tuple[int, np.ndarray, float]] = []
+    for t in sorted(accepted, key=lambda t: -t[2]):
+        if all(t[0] != o[0] or abs(t[1] @ o[1]) < math.cos(math.radians(5.0)) for o in out):
+            out.append(t)
+    return out
+
+
+def _dihedral(
     group: PointGroup, search: _SelfCorrelation, judge: _SelfCorrelation, min_corr: float
-) -> PointGroup:
-    """``D_n`` from ``C_n`` when every operator with a perpendicular 2-fold passes ``min_corr``."""
+) -> tuple[PointGroup | None, tuple[int, list[float], float]] | None:
+    """Return ``(D_n or None, candidate)`` from ``C_n``, or ``None`` when no 2-fold is close.
+
+    The best 2-fold perpendicular to the axis makes ``D_n`` when every operator passes
+    ``min_corr``.
+    """
     u = np.asarray(group.axis)
     n = group.order
     t1 = np.cross(u, [1.0, 0.0, 0.0] if abs(u[0]) < 0.9 else [0.0, 1.0, 0.0])
@@ -330,15 +357,14 @@ def _try_dihedral(
     coarse = search(np.stack([axis_rotation(v, math.pi) for v in perp]))
     best = int(np.argmax(coarse))
     if coarse[best] < min_corr - 0.3:
-        return group
+        return None
     v = _refine_axis(search, perp[best], math.pi)
+    v = v - (v @ u) * u
+    v /= np.linalg.norm(v)
     ops = dihedral_group(u, n, v)
     corr = _validated(judge, ops)
-    cands = [*group.candidates, (2, (v - (v @ u) * u).tolist(), corr)]
-    if corr < min_corr:
-        return PointGroup(group.name, group.operators, u, None, group.correlation, cands)
-    v = v - (v @ u) * u
-    return PointGroup(f"D{n}", ops, u, v / np.linalg.norm(v), corr, cands)
+    dn = PointGroup(f"D{n}", ops, u, v, corr) if corr >= min_corr else None
+    return dn, (2, v.tolist(), corr)
 
 
 _CACHE: dict[tuple[str, tuple[Any, ...]], PointGroup] = {}
