@@ -255,25 +255,10 @@ def test_symmetric_pose_errors_resolve_a_c2_truth(flipped: bool) -> None:
         symmetric_pose_errors(est[:5], true, None, None)
 
 
-@pytest.mark.parametrize("box", [24, 40])
-def test_refine_self_symmetry_recovers_a_c2_axis_from_a_rough_guess(box: int) -> None:
-    from cryospin.core.evaluation.map_ops import real_space_correlation, refine_self_symmetry
-
-    s_true = np.diag([-1.0, -1.0, 1.0])  # the C2 of _c2_map: 180 degrees about z
-    rough = Rotation.from_rotvec(np.radians([12.0, -10.0, 8.0])).as_matrix() @ s_true
-    vol = _c2_map(box)
-    assert real_space_correlation(vol, rotate_map(vol, rough)) < 0.9  # the guess alone fails
-    s, corr = refine_self_symmetry(vol, rough)  # searched on the map cropped to 16 voxels
-    assert corr > 0.99
-    assert np.degrees(Rotation.from_matrix(s.T @ s_true).magnitude()) < 1.0
-    # an asymmetric map finds no rotation near the guess that leaves it invariant
-    _, corr = refine_self_symmetry(blob_map(box, seed=33), rough)
-    assert corr < 0.9
-
-
 def test_symmetry_is_judged_at_a_fixed_coarse_sampling() -> None:
     """Asymmetric detail finer than the 32-voxel sampling does not hide a low-resolution C2."""
-    from cryospin.core.evaluation.map_ops import real_space_correlation, refine_self_symmetry
+    from cryospin.core.evaluation.map_ops import real_space_correlation
+    from cryospin.core.evaluation.point_group import detect_point_group
 
     box = 64
     s_true = np.diag([-1.0, -1.0, 1.0])
@@ -286,6 +271,6 @@ def test_symmetry_is_judged_at_a_fixed_coarse_sampling() -> None:
     detail = np.real(np.fft.ifftn(np.fft.ifftshift(spec)))
     vol = vol + 0.5 * detail / detail.std() * vol.std()
     assert real_space_correlation(vol, rotate_map(vol, s_true)) < 0.9  # full sampling
-    s, corr = refine_self_symmetry(vol, s_true)
-    assert corr > 0.95
-    assert np.degrees(Rotation.from_matrix(s.T @ s_true).magnitude()) < 1.0
+    group = detect_point_group(vol)
+    assert group.name == "C2" and group.correlation > 0.95
+    assert np.degrees(Rotation.from_matrix(group.operators[1].T @ s_true).magnitude()) < 1.0

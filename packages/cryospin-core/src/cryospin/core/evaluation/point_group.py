@@ -22,12 +22,15 @@ the map cropped to ``judge_box`` voxels correlates at least ``min_correlation`` 
 **every** rotation of the cyclic group it generates. Correlations are taken over the inscribed
 sphere after removing the spherical average (:func:`without_radial_profile`), which any rotation
 about the centre leaves unchanged and which would otherwise make every globular map look
-symmetric. The axis of the highest accepted order is the
-principal axis; 2-fold axes perpendicular to it (searched on the great circle) make the group
-dihedral. The group is built exactly from the refined axes (:func:`cyclic_group`,
-:func:`dihedral_group`), closed by construction, and validated again element by element.
+symmetric. Every accepted axis gives ``C_n``, and ``D_n`` when a 2-fold perpendicular to it
+(searched on the great circle) passes too; the largest of these groups whose correlation is within
+0.02 of the best one's is reported (a D7 map passes as C2, C7 and D7; a sparse C2 map may pass a
+pseudo 3-fold, far less well). Groups are built exactly from the refined axes
+(:func:`cyclic_group`, :func:`dihedral_group`), closed by construction, and validated element by
+element. T, O and I are not searched.
 The fixed judging sampling matters: a pseudo-symmetric complex is symmetric at low resolution
-only, and its self-correlation falls with finer sampling (:func:`~.map_ops.refine_self_symmetry`).
+only, and its self-correlation falls with finer sampling (PDB 2CG9 under its C2: 0.937 at 6 Å
+per voxel, 0.833 at 3 Å, whole-box Pearson correlation).
 """
 
 from __future__ import annotations
