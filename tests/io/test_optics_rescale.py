@@ -86,3 +86,37 @@ def test_same_pixel_size_reads_the_file_unchanged(tmp_path: Path):
     (tmp_path / "p.star").write_text(STAR.replace("1 300 2.7 0.1 1.25", "1 300 2.7 0.1 1.0"))
     s = open_particles(tmp_path / "p.star")
     np.testing.assert_array_equal(s.images.read(np.arange(3)), data)
+
+
+STAR_30 = """data_
+
+loop_
+_rlnImageName
+_rlnDefocusU
+_rlnVoltage
+_rlnSphericalAberration
+_rlnAmplitudeContrast
+_rlnMagnification
+_rlnDetectorPixelSize
+1@s.mrcs 10000 300 2.7 0.1 40000 5
+2@s.mrcs 10000 300 2.7 0.1 50000 5
+3@s.mrcs 10000 300 2.7 0.1 40000 5
+"""
+
+
+def test_relion30_pixel_sizes_written_back_per_particle(tmp_path: Path):
+    import starfile
+
+    from cryospin.io import write_star
+
+    write_mrc_stack(tmp_path / "s.mrcs", np.zeros((3, L, L)), 1)
+    (tmp_path / "p.star").write_text(STAR_30)
+    with pytest.warns(UserWarning, match="rescaled to the smallest, 1 Å"):
+        s = open_particles(tmp_path / "p.star")
+    assert s.pixel_size_A == 1.0  # 5 µm / 50000
+    write_star(tmp_path / "out.star", s)
+    out = starfile.read(tmp_path / "out.star", always_dict=True)
+    optics = out["optics"]
+    size_of = dict(zip(optics["rlnOpticsGroup"], optics["rlnImagePixelSize"], strict=True))
+    written = [size_of[g] for g in out["particles"]["rlnOpticsGroup"]]
+    np.testing.assert_allclose(written, [1.25, 1.0, 1.25])  # 5e4 / 40000 Å, each its own

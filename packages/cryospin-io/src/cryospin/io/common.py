@@ -171,6 +171,19 @@ def choose_pixel_size(
     return headers[0].pixel_size_A
 
 
+def mixed_pixel_sizes(per_particle: np.ndarray | None, working_A: float) -> dict:
+    """``{"pixel_sizes_A": (N,)}`` for ``ParticleStack.extra`` when sizes differ, else ``{}``.
+
+    Writers (:mod:`cryospin.io.star_write`) give each particle its own file pixel size back.
+    """
+    if per_particle is None:
+        return {}
+    sizes = np.asarray(per_particle, dtype=np.float64)
+    if np.allclose(sizes, working_A, rtol=SAME_PIXEL_RTOL, atol=0):
+        return {}
+    return {"pixel_sizes_A": sizes}
+
+
 def rescale_to_working(
     reader: ImageReader, box: int, per_particle: np.ndarray | None, working_A: float
 ) -> ImageReader:

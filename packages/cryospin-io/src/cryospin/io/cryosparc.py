@@ -34,6 +34,7 @@ from cryospin.io.common import (
     check_one_box,
     choose_pixel_size,
     file_geometry,
+    mixed_pixel_sizes,
     open_referenced_stacks,
     rescale_to_working,
 )
@@ -218,7 +219,12 @@ def read_cs(
         half_set=half_set,
         metadata=data,
         optics=None,
-        extra={"format": "cryosparc-cs", "alignment_prefix": prefix, "blob_sign": sign},
+        extra={
+            "format": "cryosparc-cs",
+            "alignment_prefix": prefix,
+            "blob_sign": sign,
+            **mixed_pixel_sizes(psize, pixel_size),
+        },
     )
 
 

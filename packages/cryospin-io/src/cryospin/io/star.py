@@ -39,6 +39,7 @@ from cryospin.io.common import (
     NoImages,
     check_one_box,
     choose_pixel_size,
+    mixed_pixel_sizes,
     open_referenced_stacks,
     rescale_to_working,
 )
@@ -374,7 +375,11 @@ def read_star(
         half_set=half_set,
         metadata=particles,
         optics=optics,
-        extra={"format": "relion-star", "star_version": "3.0" if optics is None else "3.1+"},
+        extra={
+            "format": "relion-star",
+            "star_version": "3.0" if optics is None else "3.1+",
+            **mixed_pixel_sizes(per_particle_ps, pixel_size),
+        },
     )
 
 

@@ -27,7 +27,7 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
     """Build an optics table for ``stack`` and each particle's group number.
 
     The original optics table is kept when there is one; otherwise (RELION 3.0 input, new
-    stacks) one group per distinct (voltage, Cs, amplitude contrast).
+    stacks) one group per distinct (voltage, Cs, amplitude contrast, pixel size).
     """
     n = len(stack)
     box, pixel_size = file_geometry(stack)
@@ -40,8 +40,10 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
         if "rlnImageDimensionality" not in optics:
             optics["rlnImageDimensionality"] = 2
         return optics, np.asarray(stack.optics_group, dtype=np.int64)
+    # Particles read at several pixel sizes (then rescaled, cryospin.io.rescale) keep theirs.
+    sizes = stack.extra.get("pixel_sizes_A", np.full(n, pixel_size))
     key = np.stack(
-        [stack.ctf.voltage_kV, stack.ctf.cs_mm, stack.ctf.amplitude_contrast], axis=1
+        [stack.ctf.voltage_kV, stack.ctf.cs_mm, stack.ctf.amplitude_contrast, sizes], axis=1
     ).astype(np.float64)
     uniq, group_of = np.unique(key, axis=0, return_inverse=True)
     group_of = group_of.reshape(-1) + 1
@@ -52,7 +54,7 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
             "rlnVoltage": uniq[:, 0],
             "rlnSphericalAberration": uniq[:, 1],
             "rlnAmplitudeContrast": uniq[:, 2],
-            "rlnImagePixelSize": np.full(len(uniq), pixel_size),
+            "rlnImagePixelSize": uniq[:, 3],
             "rlnImageSize": np.full(len(uniq), int(box or 0)),
             "rlnImageDimensionality": np.full(len(uniq), 2),
         }
