@@ -6,7 +6,7 @@ from the checkpoint files with ``torch.load`` (``last.pt`` and, for 2 ranks, eac
 computed in float64 with scipy: ``R_i = exp(w_i) R0_i`` from the table's axis-angle ``w`` and base
 ``R0`` in the direct stage, the stored per-particle rotation in the amortized stage. The STAR file's
 Euler angles are turned back into matrices with scipy (RELION ``A`` is the transpose of
-``Rotation.from_euler("ZYZ", [rot, tilt, psi])``, CONVENTIONS item 8). Tolerance: 1e-4 per
+``Rotation.from_euler("ZYZ", [rot, tilt, psi])``, docs/CONVENTIONS.md item 8). Tolerance: 1e-4 per
 matrix entry (the STAR file stores angles to 6 decimals of a degree; the table is float32).
 """
 

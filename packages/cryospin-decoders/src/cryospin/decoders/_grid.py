@@ -4,8 +4,8 @@ Conventions (see :mod:`cryospin.core.interfaces`): a box ``L`` (even), centred F
 DC at index ``L // 2``. The decoders work internally on the odd grid of ``L + 1`` samples per axis,
 frequency index ``k = i - L // 2`` for ``i = 0 .. L``, i.e. ``k`` in ``[-L/2, L/2]``: on an odd grid
 the point reflection ``k -> -k`` is the index reversal ``i -> L - i`` (``torch.flip``), so
-``H(-k)`` is available without any roll (CONVENTIONS item 2). Cropping the last row/column of every
-axis (``[:L]``) gives back the ``L`` grid with DC at ``L // 2``.
+``H(-k)`` is available without any roll (docs/CONVENTIONS.md item 2). Cropping the last
+row/column of every axis (``[:L]``) gives back the ``L`` grid with DC at ``L // 2``.
 
 The Hartley convention is that of :mod:`cryospin.core.fourier`: ``H(k) = Re F(k) - Im F(k)``
 (paper Eq. 7, cryoDRGN), inverted for the transform of a real map by

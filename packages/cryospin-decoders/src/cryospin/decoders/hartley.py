@@ -20,7 +20,7 @@ Forward pass for rotations ``R`` (RELION matrix A; the slice samples the volume 
 2. the ``(L+1) x (L+1)`` Hartley central slices ``H(k @ R)`` with the core slicing function
    :func:`cryospin.core.slicing.extract_central_slices`;
 3. ``H(-k @ R)`` is the point reflection of each slice, which on the odd grid is the index reversal
-   of both axes (no roll, no off-by-one: CONVENTIONS item 2);
+   of both axes (no roll, no off-by-one: docs/CONVENTIONS.md item 2);
 4. ``F = ((H + H_r) - i (H - H_r)) / 2``, Hermitian by construction;
 5. crop to ``L x L`` by dropping the last row and column (frequency ``+L/2``), keeping DC at
    ``L // 2``; optionally zero everything beyond ``mask_radius`` (units of Nyquist).

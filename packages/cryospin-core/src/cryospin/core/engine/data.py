@@ -3,7 +3,7 @@
 Preprocessing (applied to every image the engine sees, also by the encoder):
 
 * optional Fourier crop to the working box ``cfg.box`` (pixel size scales by ``L / box``);
-* optional contrast inversion (``invert_contrast``; see CONVENTIONS item 13);
+* optional contrast inversion (``invert_contrast``; see docs/CONVENTIONS.md item 13);
 * each image minus its background mean (pixels outside the radius ``L / 2`` circle), divided by the
   stack's background standard deviation (estimated once on up to 1,000 images).
 
@@ -68,7 +68,7 @@ def open_stack(path: str | Path, datadir: str | Path | None = None, **options) -
 
 
 def default_invert(stack: ParticleStack) -> bool:
-    """Whether to invert the contrast of ``stack`` by default (CONVENTIONS item 13).
+    """Whether to invert the contrast of ``stack`` by default (docs/CONVENTIONS.md item 13).
 
     The forward model ``CTF * projection`` (:mod:`cryospin.core.ctf`, ``CTF(0) = -w``) predicts
     protein-dark images. The registered image source that reads the stack's suffix decides through

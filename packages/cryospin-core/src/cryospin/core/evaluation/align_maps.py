@@ -3,14 +3,14 @@
 Conventions
 -----------
 * Maps are cubic ``(D, D, D)`` arrays indexed ``[z, y, x]`` (MRC order). Coordinates are in voxels,
-  ordered ``(x, y, z)``, relative to the centre voxel ``D // 2`` (RELION's centre, CONVENTIONS
-  item 3), for even and odd ``D``.
+  ordered ``(x, y, z)``, relative to the centre voxel ``D // 2`` (RELION's centre,
+  docs/CONVENTIONS.md item 3), for even and odd ``D``.
 * :func:`rotate_map` ``(vol, R, t)`` returns ``out(x) = vol(R^T (x - t))``: the map content is
   rotated by ``R`` about the centre, then translated by ``t``. A feature at ``y`` moves to
   ``R y + t``. Sampling is trilinear (``torch.nn.functional.grid_sample``,
   ``align_corners=True`` with index ``i`` at normalised coordinate ``2 i / (D - 1) - 1``, so the
   centre stays exactly on the centre voxel; the grid's last dimension is ``(x, y, z)``,
-  CONVENTIONS item 4); points outside the box read ``fill`` (default 0).
+  docs/CONVENTIONS.md item 4); points outside the box read ``fill`` (default 0).
 * :func:`flip_hand` mirrors ``z -> -z`` about the centre: ``out(x, y, z) = vol(x, y, -z)``.
 * :func:`align_maps` ``(ref, moving)`` finds ``flipped``, ``R`` and ``t`` such that
   ``rotate_map(flip_hand(moving) if flipped else moving, R, t)`` best matches ``ref``.
