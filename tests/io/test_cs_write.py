@@ -97,3 +97,17 @@ def test_cs_input_gets_absolute_blob_paths(stacks, tmp_path):
             np.testing.assert_array_equal(raw[name], original[name], err_msg=name)
     back = read_cs(tmp_path / "p.cs")
     np.testing.assert_array_equal(back.images.read(np.arange(7)), cs.images.read(np.arange(7)))
+
+
+def test_cs_input_with_a_pixel_size_override(stacks, tmp_path):
+    cs = open_particles(stacks / "empiar-10076" / "empiar_10076_7.cs")
+    extra = {**cs.extra, "pixel_size_override": True}
+    stack = dataclasses.replace(cs, pixel_size_A=1.5, extra=extra)
+    rot, shifts = _poses(len(cs), seed=3)
+    write_cs(tmp_path / "p.cs", stack, rot, shifts)
+    raw = np.load(tmp_path / "p.cs")
+    np.testing.assert_allclose(raw["blob/psize_A"], 1.5)
+    np.testing.assert_allclose(raw["alignments3D/psize_A"], 1.5)
+    back = read_cs(tmp_path / "p.cs", images=False)
+    assert back.pixel_size_A == pytest.approx(1.5)
+    np.testing.assert_allclose(back.shifts_A, shifts, atol=1e-4)  # Å through pixels at 1.5 Å

@@ -237,18 +237,19 @@ def write_cs(
     """Write ``stack`` as a ``.cs`` file with the given (or its own) poses, atomically.
 
     The original array is kept (``blob/path`` made absolute under
-    ``extra["absolute_image_paths"]``, :func:`cryospin.io.cs_write.with_absolute_paths`); a
+    ``extra["absolute_image_paths"]``, ``blob/psize_A`` under ``--apix``:
+    :func:`cryospin.io.cs_write.rewrite_cs_array`); a
     stack read from another format (STAR, MRC) gets a new array
     (:func:`cryospin.io.cs_write.particle_array`). ``<prefix>/pose`` (axis-angle),
     ``<prefix>/shift`` (pixels at ``<prefix>/psize_A``, set to the stack's pixel size) are
     replaced or added, with ``prefix`` the file's alignment group (``alignments3D`` when it had
     none).
     """
-    from cryospin.io.cs_write import particle_array, with_absolute_paths
+    from cryospin.io.cs_write import particle_array, rewrite_cs_array
 
     n = len(stack)
     if isinstance(stack.metadata, np.ndarray) and stack.metadata.dtype.names:
-        data = with_absolute_paths(stack.metadata.copy(), stack)
+        data = rewrite_cs_array(stack.metadata.copy(), stack)
     else:
         data = particle_array(stack)
     rotations = stack.rotations if rotations is None else rotations

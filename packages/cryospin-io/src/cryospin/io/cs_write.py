@@ -105,14 +105,19 @@ def particle_array(stack: ParticleStack) -> np.ndarray:
     return data
 
 
-def with_absolute_paths(data: np.ndarray, stack: ParticleStack) -> np.ndarray:
-    """Return ``data`` (a ``.cs`` array of ``stack``) with absolute ``blob/path`` if asked.
+def rewrite_cs_array(data: np.ndarray, stack: ParticleStack) -> np.ndarray:
+    """Return ``data`` (the ``.cs`` array ``stack`` was read from) as ``stack`` now describes it.
 
-    Applies when ``stack.extra["absolute_image_paths"]`` is true and the images were opened
-    (``blob/idx`` is kept; ``blob/path`` is widened as needed); otherwise returns ``data``.
+    Under ``extra["absolute_image_paths"]``, when the images were opened, ``blob/path`` becomes
+    each image's absolute stack path (``blob/idx`` kept, ``blob/path`` widened as needed); under
+    ``extra["pixel_size_override"]`` (``--apix``), ``blob/psize_A`` becomes the stack's pixel
+    size. Otherwise ``data`` is returned as it is.
     """
-    loc = image_locations(stack) if wants_absolute_paths(stack) else None
     names = data.dtype.names or ()
+    if stack.extra.get("pixel_size_override") and "blob/psize_A" in names:
+        data = data.copy()
+        data["blob/psize_A"] = file_geometry(stack)[1]
+    loc = image_locations(stack) if wants_absolute_paths(stack) else None
     if loc is None or "blob/path" not in names:
         return data
     paths = np.array([str(p).encode() for p in loc[1]])
