@@ -114,7 +114,10 @@ def _as_float(path: Path, where: str, name: str, values: object) -> np.ndarray:
 
 
 def check_ranges(
-    path: Path, columns: Mapping[str, object], ranges: Mapping[str, Range], where: str = ""
+    path: Path,
+    columns: Mapping[str, object] | np.ndarray,
+    ranges: Mapping[str, Range],
+    where: str = "",
 ) -> None:
     """Check every column of ``columns`` that ``ranges`` names against its range.
 

@@ -264,11 +264,12 @@ def write_cs(
         f"{prefix}/shift": (shifts_A / pixel_size).astype(np.float32),
         f"{prefix}/psize_A": np.full(n, pixel_size, dtype=np.float32),
     }
-    absent = [k for k in new if k not in data.dtype.names]
+    fields = data.dtype.names or ()
+    absent = [k for k in new if k not in fields]
     if absent:
         extra = [(k, np.float32, new[k].shape[1:]) for k in absent]
         grown = np.zeros(n, dtype=np.dtype(data.dtype.descr + extra))
-        for name in data.dtype.names:
+        for name in fields:
             grown[name] = data[name]
         data = grown
     for key, values in new.items():

@@ -297,6 +297,27 @@ def _poses(
     return rotations, shifts
 
 
+def _geometry(
+    path: Path, source: tuple | None, merged: pd.DataFrame, groups: np.ndarray
+) -> tuple[ImageReader, int | None, float, np.ndarray | None]:
+    """Image reader, box, working pixel size (Å) and per-particle pixel sizes (None: header's).
+
+    ``source`` is ``(particles, merged, datadir, stack)`` for :func:`_open_images`, or ``None``
+    for metadata only (box from ``rlnImageSize``, pixel size NaN when the file gives none).
+    Particles at several pixel sizes are read rescaled to the smallest (:mod:`cryospin.io.rescale`).
+    """
+    per_particle, field = _pixel_sizes(path, merged)
+    if source is None:
+        reader: ImageReader = NoImages(len(merged), path)
+        box = int(_numeric(path, merged, "rlnImageSize")[0]) if "rlnImageSize" in merged else None
+        if per_particle is None:
+            return reader, box, float("nan"), None
+        return reader, box, choose_pixel_size(path, per_particle, [], field, groups), per_particle
+    reader, box, headers = _open_images(path, *source)
+    pixel_size = choose_pixel_size(path, per_particle, headers, field, groups)
+    return rescale_to_working(reader, box, per_particle, pixel_size), box, pixel_size, per_particle
+
+
 def read_star(
     path: str | Path,
     datadir: str | Path | None = None,
@@ -339,29 +360,16 @@ def read_star(
     ctf = _ctf(path, particles, col)
     groups = merged["rlnOpticsGroup"].to_numpy(dtype=np.int64)
     check_ctf(path, ctf, _CTF_FIELDS, groups)
-    if "rlnRandomSubset" in particles:
-        check_labels(path, col("rlnRandomSubset"), "rlnRandomSubset", (1, 2))
-    if "rlnImageSize" in merged:
-        check_one_box(path, _numeric(path, merged, "rlnImageSize"), groups, "rlnImageSize")
-    per_particle_ps, ps_field = _pixel_sizes(path, merged)
-    box: int | None
-    if images:
-        reader, box, headers = _open_images(path, particles, merged, datadir, stack)
-    else:
-        reader = NoImages(n, path)
-        box = int(_numeric(path, merged, "rlnImageSize")[0]) if "rlnImageSize" in merged else None
-        headers = []
-    if per_particle_ps is None and not images:
-        pixel_size = float("nan")
-    else:
-        pixel_size = choose_pixel_size(path, per_particle_ps, headers, ps_field, groups)
-    if images and box is not None:
-        reader = rescale_to_working(reader, box, per_particle_ps, pixel_size)
-    ps = per_particle_ps if per_particle_ps is not None else pixel_size
-    rotations, shifts = _poses(set(particles.columns), col, ps, n)
     half_set = None
     if "rlnRandomSubset" in particles:
+        check_labels(path, col("rlnRandomSubset"), "rlnRandomSubset", (1, 2))
         half_set = col("rlnRandomSubset").astype(np.int64)
+    if "rlnImageSize" in merged:
+        check_one_box(path, _numeric(path, merged, "rlnImageSize"), groups, "rlnImageSize")
+    source = (particles, merged, datadir, stack) if images else None
+    reader, box, pixel_size, per_particle_ps = _geometry(path, source, merged, groups)
+    ps = per_particle_ps if per_particle_ps is not None else pixel_size
+    rotations, shifts = _poses(set(particles.columns), col, ps, n)
 
     return ParticleStack(
         path=path,
