@@ -24,7 +24,6 @@ from cryospin.core.errors import InputError
 
 #: MRC modes accepted for particle stacks, with their names.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
-_DTYPES = {0: np.int8, 1: np.int16, 2: np.float32, 6: np.uint16, 12: np.float16}
 #: Largest pixel magnitude accepted in a stack (3e38 in a float32 stack is corruption).
 MAX_PIXEL = 1e30
 _MAX_OPEN = 64
@@ -65,6 +64,7 @@ def read_stack_header(path: Path, bare: bool = False) -> StackHeader:
                 nsymbt = int(h.nsymbt)
                 ispg, mz = int(h.ispg), int(h.mz)
                 volume = _looks_like_volume(path, h, bare)
+                data_bytes = _data_bytes(h) if mode in SUPPORTED_MODES else 0
                 voxel = float(mrc.voxel_size.x)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable MRC file ({exc})") from exc
@@ -78,7 +78,7 @@ def read_stack_header(path: Path, bare: bool = False) -> StackHeader:
             f"{path}: header nx, ny, nz = {nx}, {ny}, {nz} (nsymbt {nsymbt}); "
             "expected positive dimensions"
         )
-    expected = 1024 + nsymbt + nx * ny * nz * np.dtype(_DTYPES[mode]).itemsize
+    expected = 1024 + nsymbt + data_bytes
     size = os.path.getsize(path)
     if size != expected:
         state = "truncated" if size < expected else "larger than its header says"
@@ -92,6 +92,16 @@ def read_stack_header(path: Path, bare: bool = False) -> StackHeader:
             f"mz {mz}, {path.suffix}); expected a stack of 2-D images (saved as .mrcs)"
         )
     return StackHeader(path, nz, nx, voxel if np.isfinite(voxel) else 0.0, mode)
+
+
+def _data_bytes(h: np.recarray) -> int:
+    """Return the size in bytes of the data block the header promises.
+
+    That is nx * ny * nz values of the mode's dtype (mrcfile's ``data_dtype_from_header``),
+    the size ``mrcfile.validate`` compares with the file's.
+    """
+    voxels = int(h.nx) * int(h.ny) * int(h.nz)
+    return voxels * mrcfile.utils.data_dtype_from_header(h).itemsize
 
 
 def _looks_like_volume(path: Path, h: np.recarray, bare: bool) -> bool:
