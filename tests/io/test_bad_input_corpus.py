@@ -83,8 +83,9 @@ BASES = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# The mutations. Values are text as written into a STAR file; a field absent from a base is
-# not mutated there. ``expect`` (when given) is what the line must name instead of the field.
+# The mutations. STAR values are text as written into the file; a field absent from a base is
+# not mutated there. What each error line must name is set in _prepare (the field, else the
+# header word, the image or the missing file).
 # ---------------------------------------------------------------------------------------------
 STAR_VALUES = {
     "rlnAmplitudeContrast": ["7", "-0.1", "1", "nan", "abc"],
@@ -127,7 +128,7 @@ CS_VALUES = {
 MRC_HEADER = {
     "nx_half": (0, lambda v: v // 2, "nx"),
     "ny_half": (4, lambda v: v // 2, "ny"),
-    "nxy_half": (None, lambda v: v // 2, "nx, ny, nz"),  # nx and ny: 16 x 16 over 32 x 32 data
+    "nxy_half": (None, lambda v: v // 2, "nx, ny, nz"),  # nx and ny halved: L/2 over L data
     "nz_plus": (8, lambda v: v + 1, "nz"),
     "nz_minus": (8, lambda v: v - 1, "nz"),
     "nz_zero": (8, lambda v: 0, "nz"),
@@ -138,7 +139,7 @@ MRC_HEADER = {
 }
 BYTES = {"truncated": -1, "one_byte_more": 1, "page_more": 4096}
 PIXELS = ["nan", "inf", "-inf", "3e38", "-1e31"]
-#: Whole-file cases: (id, base, function(folder) -> expected texts).
+#: The bases each family of mutations applies to.
 STAR_BASES = ("relion31", "trpv1", "aspire31", "empiar30", "sim")
 STACK_BASES = ("relion31", "trpv1", "aspire31", "empiar30", "empiar_cs", "sim", "sim_cs", "bare")
 PIXEL_BASES = ("trpv1", "empiar30", "empiar_cs", "sim", "sim_cs", "bare")
