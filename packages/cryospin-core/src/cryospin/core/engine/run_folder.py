@@ -202,7 +202,13 @@ def run_contents(out: Path) -> list[str]:
 
 
 def _note(message: str) -> None:
-    sys.stderr.write(f"note: {message}\n")
+    """Report ``message`` as a run event (terminal and run.log), or on stderr outside a run log."""
+    from cryospin.core.engine.run_log import LOGGER, event
+
+    if LOGGER.handlers:
+        event(f"note: {message}")
+    else:
+        sys.stderr.write(f"note: {message}\n")
 
 
 def _differs(field: str, before: Any, now: Any, out: Path) -> ConfigError:
