@@ -210,3 +210,29 @@ def test_lock_file_is_not_left_locked_after_a_finished_process(tmp_path):
     lock.acquire()  # process exit released it: no stale lock
     lock.release()
     assert time.perf_counter() - t0 < 5
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+    import shutil as shutil_mod
+
+    from cryospin.core.engine import checkpoint
+    from cryospin.core.engine.run_folder import out_errors
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    checkpoint.save_atomic({"epoch": 1}, path)
+    old = path.read_bytes()
+
+    def torn_save(state, fh):  # what torch.save does when the disk fills mid-write
+        fh.write(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(checkpoint.torch, "save", torn_save)
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: shutil_mod._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(OSError) as exc:
+        checkpoint.save_atomic({"epoch": 2}, path)
+    assert exc.value.errno == errno.ENOSPC
+    assert path.read_bytes() == old and list(path.parent.iterdir()) == [path]
+    with pytest.raises(InputError) as one_line, out_errors(tmp_path):
+        checkpoint.save_atomic({"epoch": 2}, path)
+    assert "No space left on device" in str(one_line.value) and str(tmp_path) in str(one_line.value)

@@ -11,9 +11,11 @@ distributed trainer moves the per-particle entries into shard files
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -30,10 +32,20 @@ CHECKPOINT_VERSION = 1
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` with ``torch.save``, atomically (fsync before the rename)."""
+    """Write ``state`` to ``path`` with ``torch.save``, atomically (fsync before the rename).
+
+    Raises:
+        OSError: ``ENOSPC`` naming ``path`` when the disk filled up (``torch.save`` reports that
+            as an obscure ``RuntimeError``); the previous checkpoint is kept.
+    """
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
+        try:
+            torch.save(state, fh)
+            fh.flush()
+        except RuntimeError:
+            if shutil.disk_usage(tmp.parent).free >= 1 << 20:
+                raise
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         os.fsync(fh.fileno())
 
 
