@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -228,7 +229,8 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
 
     monkeypatch.setattr(checkpoint.torch, "save", torn_save)
-    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: shutil_mod._ntuple_diskusage(1, 1, 0))
+    full = SimpleNamespace(total=1 << 30, used=1 << 30, free=0)
+    monkeypatch.setattr(shutil_mod, "disk_usage", lambda p: full)
     with pytest.raises(OSError) as exc:
         checkpoint.save_atomic({"epoch": 2}, path)
     assert exc.value.errno == errno.ENOSPC
