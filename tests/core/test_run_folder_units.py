@@ -238,3 +238,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch
     with pytest.raises(InputError) as one_line, out_errors(tmp_path):
         checkpoint.save_atomic({"epoch": 2}, path)
     assert "No space left on device" in str(one_line.value) and str(tmp_path) in str(one_line.value)
+
+
+def test_out_errors_convert_only_errors_in_the_run_folder(tmp_path, monkeypatch):
+    import errno
+
+    from cryospin.core.engine.run_folder import out_errors
+
+    monkeypatch.chdir(tmp_path)
+    inside = OSError(errno.EACCES, "Permission denied", str(tmp_path / "run" / "map.mrc"))
+    with pytest.raises(InputError, match=r"--out run: cannot write .*Permission denied"):
+        with out_errors(Path("run")):  # relative --out, absolute file name
+            raise inside
+    elsewhere = FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "particles.star"))
+    with pytest.raises(FileNotFoundError), out_errors(Path("run")):
+        raise elsewhere

@@ -151,7 +151,9 @@ def out_errors(out: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         where = Path(exc.filename) if exc.filename else None
-        ours = where is not None and (where == out or out in where.parents)
+        root = Path(os.path.abspath(out))
+        full = Path(os.path.abspath(where)) if where is not None else None
+        ours = full is not None and (full == root or root in full.parents)
         if not (ours or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
             raise
         what = f"{exc.strerror or exc}" + (f": {where}" if where is not None else "")
