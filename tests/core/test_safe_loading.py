@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryospin.core.engine.checkpoint import load, save_atomic
+from cryospin.core.engine.checkpoint import check_loadable, load, save_atomic
 from cryospin.core.errors import InputError
 from cryospin.core.safe_pickle import UnsafePickleError, safe_load, safe_loads
 from cryospin.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_poses_pkl
@@ -120,6 +120,7 @@ def _state() -> dict:
 def test_checkpoint_with_tensors_arrays_and_plain_data_round_trips(tmp_path):
     state = _state()
     save_atomic(state, tmp_path / "last.pt")
+    check_loadable(tmp_path / "last.pt")  # the pre-check accepts what load accepts
     back = load(tmp_path / "last.pt")
     np.testing.assert_array_equal(back["indices"], state["indices"])
     assert back["indices"].dtype == np.int64 and isinstance(back["winners"], np.ndarray)
@@ -133,10 +134,11 @@ def test_crafted_checkpoint_is_refused_and_its_payload_never_runs(tmp_path, payl
     marker = tmp_path / "PWNED"
     path = tmp_path / "last.pt"
     torch.save({**_state(), "stages": {"direct": payload(marker)}}, path)
-    with pytest.raises(InputError) as exc:
-        load(path)
-    msg = str(exc.value)
-    assert str(path) in msg and "refused" in msg and len(msg.splitlines()) == 1
+    for loader in (load, check_loadable):
+        with pytest.raises(InputError) as exc:
+            loader(path)
+        msg = str(exc.value)
+        assert str(path) in msg and "refused" in msg and len(msg.splitlines()) == 1
     assert not marker.exists()
 
 

@@ -204,9 +204,10 @@ def test_a_crafted_checkpoint_is_refused_without_running_it(finished, tmp_path, 
     marker = tmp_path / "PWNED"
     state = {"version": 1, "epoch": 0, "payload": _Payload(marker)}
     torch.save(state, out / "checkpoints" / "last.pt")
-    code, errors = _cli(["-o", str(out), "--resume"], capsys)
-    assert code == 2 and len(errors) == 1 and "refused to load" in errors[0], errors
+    _refused(["-o", str(out), "--resume", "--epochs", "3"], capsys, out, "refused to load")
     assert not marker.exists()
+    (out / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04 torn")
+    _refused(["-o", str(out), "--resume"], capsys, out, "not a valid checkpoint")
 
 
 def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(finished, tmp_path,

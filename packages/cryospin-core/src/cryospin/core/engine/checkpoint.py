@@ -155,6 +155,39 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
+def check_loadable(path: Path) -> None:
+    """Refuse ``path`` now, before it is loaded, when :func:`load` would refuse it.
+
+    Reads only the names of the objects the pickle refers to
+    (``torch.serialization.get_unsafe_globals_in_checkpoint``; nothing is called), so a
+    ``--resume`` can reject a crafted or damaged checkpoint before it changes anything on disk.
+    Without that function (torch < 2.6) it does nothing and :func:`load` still refuses.
+
+    Raises:
+        InputError: not a checkpoint, or it names an object outside the allow-list (one line).
+    """
+    from cryospin.core.safe_pickle import numpy_array_globals
+
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is None:
+        return
+
+    def norm(name: str) -> str:
+        return name.replace("numpy.core.", "numpy._core.")
+
+    allowed = {norm(f"{o.__module__}.{o.__qualname__}") for o in numpy_array_globals()}
+    try:
+        names = scan(Path(path))
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        raise InputError(f"cannot read checkpoint {path}: not a valid checkpoint") from None
+    bad = [n for n in names if norm(n) not in allowed]
+    if bad:
+        raise InputError(
+            f"checkpoint {path} holds objects other than tensors, arrays and plain data "
+            f"(GLOBAL {bad[0]}); refused to load it (loading could run code)"
+        )
+
+
 def _culprit(message: str) -> str | None:
     """Return the object ``torch.load(weights_only=True)`` refused (``None``: none was named)."""
     for line in message.splitlines():

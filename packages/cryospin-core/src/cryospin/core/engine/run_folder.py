@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 
 from cryospin.core.atomic import atomic_write_text, remove_stale_temp_files
+from cryospin.core.engine.checkpoint import check_loadable
 from cryospin.core.engine.config import RunConfig, save_yaml
 from cryospin.core.errors import ConfigError, InputError
 
@@ -282,11 +283,21 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
 def check_resume(out: Path, cfg: RunConfig, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Validate a ``--resume`` of the run in ``out``, reading only; return the fingerprint.
 
-    The fingerprint to record is the manifest's, or ``fingerprint`` for a run without one.
+    Checks ``config.yaml``, the settings against it and the manifest, every checkpoint file
+    (:func:`~cryospin.core.engine.checkpoint.check_loadable`) and the particle set. The
+    fingerprint to record is the manifest's, or ``fingerprint`` for a run without one.
+
+    Raises:
+        ConfigError: a missing or incomplete file, or a changed setting or particle set.
+        InputError: a checkpoint that is damaged or would be refused by the loader.
     """
     man = _read_manifest(out)
     saved = _read_saved_config(out, CORE_FIELDS if man is None else man["config"].keys())
     compare_config(saved, cfg, out)
+    for d in CHECKPOINT_DIRS:  # last.pt and a distributed run's shards; not stale temp files
+        for path in sorted((out / d).glob("*.pt")):
+            if not path.name.startswith("."):
+                check_loadable(path)
     if man is None:
         _note(f"{out} has no {MANIFEST_NAME} (older cryospin): the particle set is not checked")
         return fingerprint
