@@ -161,3 +161,19 @@ def test_with_shifts_every_head_predicts_a_translation(tmp_path) -> None:
         tr = Trainer(cfg, data, tmp_path / f"c{shifts}{explicit}", tmp_path / "m.jsonl")
         out = tr.encoder(data.batch(data.indices[:4]).images)
         assert (out.shifts_A is not None) is expected
+
+
+@pytest.mark.parametrize("box", [16, 17, 24])
+@pytest.mark.parametrize("radius", [0.2, 0.37, 0.5, 0.81, 1.0])
+def test_mask_crop_is_the_smallest_even_crop_holding_the_mask(box: int, radius: float) -> None:
+    from cryospin.core.engine.forward import frequency_mask
+    from cryospin.core.engine.stages import mask_crop
+
+    mask = frequency_mask(box, radius)
+    c = mask_crop(mask)
+    if c is None:  # the whole box is needed: no smaller even crop holds the mask
+        for c2 in range(2, box, 2):
+            assert _crop(mask, c2).sum() < mask.sum()
+        return
+    assert c % 2 == 0 and _crop(mask, c).sum() == mask.sum()
+    assert _crop(mask, c - 2).sum() < mask.sum()

@@ -39,14 +39,22 @@ def render(
 
     ``ctf`` is ``(B, c, c)``: the full box (``c = decoder.box``) or its central crop (``c``
     even, smaller: the lowest ``c / 2`` shells, coarse-to-fine), in which case only the crop of
-    each slice is computed (:meth:`cryospin.core.interfaces.Decoder.slices`). ``shifts_px``
+    each slice is computed (:meth:`cryospin.core.interfaces.Decoder.slices`; under
+    DistributedDataParallel the full slices are computed and cropped). ``shifts_px``
     ``(B, M, 2)`` or ``(B, 1, 2)`` (pixels of the full box) or ``None``; the phase ramp of the
     crop is the crop of the full box's ramp.
     """
     b, m = rotations.shape[:2]
-    c, full = ctf.shape[-1], decoder.box
+    inner = getattr(decoder, "module", decoder)  # a DistributedDataParallel wrapper's module
+    c, full = ctf.shape[-1], inner.box
     rot = rotations.reshape(b * m, 3, 3)
-    flat = decoder(rot) if c == full else decoder.slices(rot, c)
+    if c == full:
+        flat = decoder(rot)
+    elif inner is decoder:
+        flat = decoder.slices(rot, c)
+    else:  # DDP syncs gradients only through the wrapper's forward: full slices, then the crop
+        lo = full // 2 - c // 2
+        flat = decoder(rot)[..., lo : lo + c, lo : lo + c]
     slices = flat.reshape(b, m, c, c)
     pred = slices * ctf[:, None].to(slices.real.dtype)
     if shifts_px is not None:

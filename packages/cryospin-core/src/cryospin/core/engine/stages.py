@@ -53,8 +53,15 @@ class EngineContext:
     dec_opt: torch.optim.Optimizer
     enc_opt: torch.optim.Optimizer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    #: coarse box of the amortized stage (:func:`.schedule.amortized_crop`), ``None``: full box
+    #: box the encoder sees (:func:`.schedule.amortized_crop`), ``None``: the full box
     crop: int | None = None
+    #: smallest crop holding ``mask`` (:func:`mask_crop`), ``None``: the full box; set with it
+    loss_crop: int | None = None
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Use the boolean ``(L, L)`` frequency ``mask`` and the crop that holds it."""
+        self.mask = mask
+        self.loss_crop = mask_crop(mask)
 
     @property
     def max_shift_px(self) -> float:
@@ -92,14 +99,30 @@ def _clamp_rows(table: PoseTable, rows: torch.Tensor, limit: float) -> None:
     table.shift[rows] = table.shift[rows].clamp(-limit, limit)
 
 
-def coarse_crop(ctx: EngineContext, x: torch.Tensor) -> torch.Tensor:
-    """Return the central ``(..., c, c)`` crop of a centred-frequency tensor, ``c = ctx.crop``.
+def mask_crop(mask: torch.Tensor) -> int | None:
+    """Return the smallest even ``c`` whose central ``c x c`` crop holds every pixel of ``mask``.
 
-    Coarse-to-fine (:mod:`.schedule`): the amortized stage compares only the lowest ``c / 2``
-    shells, so transforms, CTFs and the mask ``(..., L, L)`` (DC at ``L // 2``) are cropped to
-    ``c x c`` (DC at ``c // 2``). Without a crop ``x`` itself.
+    ``mask`` is a boolean ``(L, L)`` frequency mask, DC at ``L // 2``; a crop of even side ``c``
+    holds the frequencies ``-c/2 .. c/2 - 1``. ``None`` when that is the whole box (or the mask is
+    empty). Losses on the crop equal those on the full box: only masked pixels count.
     """
-    c = ctx.crop
+    L = mask.shape[-1]
+    k = mask.nonzero() - L // 2
+    if len(k) == 0:
+        return None
+    c = int(max(-2 * int(k.min()), 2 * (int(k.max()) + 1)))
+    return None if c >= L else c
+
+
+def coarse_crop(ctx: EngineContext, x: torch.Tensor) -> torch.Tensor:
+    """Return the central ``(..., c, c)`` crop of a centred-frequency tensor, ``c = ctx.loss_crop``.
+
+    Coarse-to-fine (:mod:`.schedule`): the loss counts only the pixels of the frequency mask, so
+    transforms, CTFs and the mask ``(..., L, L)`` (DC at ``L // 2``) are cropped to the smallest
+    ``c x c`` (DC at ``c // 2``) holding the mask (:func:`mask_crop`), and slices are computed
+    on that crop only. Without a crop ``x`` itself.
+    """
+    c = ctx.loss_crop
     if c is None:
         return x
     lo = ctx.box // 2 - c // 2
@@ -114,8 +137,8 @@ def encoder_images(ctx: EngineContext, batch: Batch) -> torch.Tensor:
 class AmortizedStage(PoseStage):
     """Encoder + winner-takes-all over its candidates (auto-encoding).
 
-    With ``ctx.crop`` set the stage works on the lowest shells only (:func:`coarse_crop`,
-    :func:`encoder_images`).
+    With ``ctx.crop`` set the encoder sees Fourier-cropped images (:func:`encoder_images`); the
+    loss is computed on the crop holding the mask (:func:`coarse_crop`).
     """
 
     Config = _NoConfig
@@ -244,10 +267,10 @@ class DirectStage(PoseStage):
         shift: torch.Tensor | None,
     ) -> torch.Tensor:
         rot = ctx.table.rotations(rows, omega)
-        pred = render(
-            ctx.decoder, rot[:, None], batch.ctf, None if shift is None else shift[:, None]
-        )
-        return candidate_loss(pred, batch.fimages, ctx.mask, ctx.cfg.loss)[:, 0]
+        shifts = None if shift is None else shift[:, None]
+        pred = render(ctx.decoder, rot[:, None], coarse_crop(ctx, batch.ctf), shifts)
+        obs = coarse_crop(ctx, batch.fimages)
+        return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)[:, 0]
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
         """``pose_steps`` pose updates of the batch's rows, then ``volume_steps`` volume updates."""

@@ -105,6 +105,7 @@ class Trainer:
             self.enc_opt,
             crop=self.crop,
         )
+        self.ctx.set_mask(self.ctx.mask)
         self.stages = {
             name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")
         }
@@ -339,7 +340,7 @@ class Trainer:
     def _run_epoch(self, epoch: int, guard: Any, bar: Any) -> int:
         """Train the steps of ``epoch`` not yet done; returns the number of steps in the epoch."""
         cfg = self.cfg
-        self.ctx.mask = frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device)
+        self.ctx.set_mask(frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device))
         plan = self._plan(epoch)
         stage = self.stages[self.stage_name]
         bar.describe(self.stage_name, epoch)
