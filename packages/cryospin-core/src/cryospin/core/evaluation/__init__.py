@@ -3,8 +3,11 @@
 Modules (import them directly; this package imports nothing heavy):
 
 * :mod:`~cryospin.core.evaluation.pose_error` - rotation error after the best global rotation and
-  hand: :func:`rotation_error`, :func:`symmetric_pose_errors` (modulo a symmetry of the truth
-  map), :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
+  hand: :func:`rotation_error`, :func:`symmetric_pose_errors` (modulo the point group of the
+  truth map), :func:`apply_pose_alignment`, :func:`flip_hand_poses`.
+* :mod:`~cryospin.core.evaluation.point_group` - the point group (C1, Cn, Dn, pseudo-symmetry
+  included) of a truth map: :func:`detect_point_group`; errors modulo it:
+  :func:`pose_errors_modulo_group`.
 * :mod:`~cryospin.core.evaluation.shift_error` - particle shifts under a map alignment with a 3D
   translation (:func:`align_shifts`: ``s' = s - (A' t)_xy``) and the shift error after the best
   global translation (:func:`shift_error`).
