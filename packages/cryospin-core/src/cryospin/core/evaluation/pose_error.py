@@ -273,13 +273,13 @@ def _cluster_center(rots: np.ndarray, tol_deg: float = 15.0) -> tuple[np.ndarray
     nearest rotation to the mean of its neighbours, and its neighbour count.
     """
     rng = np.random.default_rng(0)
-    best, center = -1, rots[0]
-    for k in rng.choice(len(rots), size=min(len(rots), 64), replace=False):
-        count = int((geodesic_deg(rots, np.broadcast_to(rots[k], rots.shape)) < tol_deg).sum())
-        if count > best:
-            best, center = count, rots[k]
-    near = geodesic_deg(rots, np.broadcast_to(center, rots.shape)) < tol_deg
-    return _project_so3(rots[near].sum(0)), best
+    cands = rng.choice(len(rots), size=min(len(rots), 64), replace=False)
+    # angle(R_k, R_i) < tol  <=>  trace(R_k^T R_i) = <R_k, R_i> > 1 + 2 cos(tol)
+    limit = 1.0 + 2.0 * np.cos(np.radians(tol_deg))
+    counts = (np.einsum("kab,nab->kn", rots[cands], rots) > limit).sum(axis=1)
+    best = int(np.argmax(counts))  # the first of equal counts, as in the seeded draw order
+    near = np.einsum("ab,nab->n", rots[cands[best]], rots) > limit
+    return _project_so3(rots[near].sum(0)), int(counts[best])
 
 
 def _largest_cluster_alignment(
