@@ -282,9 +282,8 @@ def detect_point_group(
         n_axes: axes of the half-sphere grid (600: about 6 degrees apart).
         per_order: best distinct axes refined per order.
         margin: a dihedral group must stay within ``margin`` of the correlation of its cyclic
-            subgroup. The principal axis is the best-correlated accepted axis, or the
-            highest-order accepted axis whose order is a multiple of its and whose correlation is
-            within 0.02 of it.
+            subgroup. Of all accepted groups, the largest whose correlation is within 0.02 of
+            the best one's is returned.
 
     Returns:
         A :class:`PointGroup` (``C1`` when nothing passes).
@@ -319,16 +318,23 @@ def detect_point_group(
         if found is not None:
             candidates.append(found[1])
             groups.extend([] if found[0] is None else [found[0]])
-    # the largest group about as convincing as the best one: a D7 map passes as C2 (about a
-    # 2-fold), C7 and D7 alike, and may pass an 8-fold less well; a sparse C2 map may pass a
-    # pseudo 3-fold far less well
-    top = max(float(g.correlation or 0.0) for g in groups)
-    pick = max(
-        (g for g in groups if float(g.correlation or 0.0) >= top - 0.02),
-        key=lambda g: (g.order, g.correlation),
+    pick = _largest_convincing(groups)
+    return PointGroup(
+        pick.name, pick.operators, pick.axis, pick.two_fold, pick.correlation, candidates
     )
-    return PointGroup(pick.name, pick.operators, pick.axis, pick.two_fold, pick.correlation,
-                      candidates)
+
+
+def _largest_convincing(groups: list[PointGroup], tie: float = 0.02) -> PointGroup:
+    """Return the largest group whose correlation is within ``tie`` of the best group's.
+
+    A D7 map passes as C2 (about each 2-fold), C7 and D7 alike, and may pass an 8-fold less
+    well; a sparse C2 map may pass a pseudo 3-fold, far less well.
+    """
+    top = max(float(g.correlation or 0.0) for g in groups)
+    return max(
+        (g for g in groups if float(g.correlation or 0.0) >= top - tie),
+        key=lambda g: (g.order, g.correlation or 0.0),
+    )
 
 
 def _distinct_axes(

@@ -395,8 +395,10 @@ def symmetric_pose_errors(
         starts.insert(0, (np.asarray(alignment.rotation, dtype=np.float64), alignment.flipped))
     fits = [_group_alignment(est, tru, group.operators, s) for s in starts]
     r, flipped, err = min(fits, key=lambda f: float(np.median(f[2])))
-    principal = None if group.axis is None else 360.0 / (
-        group.order // 2 if group.two_fold is not None else group.order
+    principal = (
+        None
+        if group.axis is None
+        else 360.0 / (group.order // 2 if group.two_fold is not None else group.order)
     )
     return {
         "point_group": group.name,
