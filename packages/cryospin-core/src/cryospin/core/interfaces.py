@@ -91,12 +91,16 @@ class Decoder(torch.nn.Module, ABC):
     def forward(self, rotations: torch.Tensor) -> torch.Tensor:
         """Complex centred Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for the rotations."""
 
+    #: whether :meth:`forward` takes ``size`` and then computes only the central crop
+    supports_crop: ClassVar[bool] = False
+
     def slices(self, rotations: torch.Tensor, size: int) -> torch.Tensor:
         """Return the central ``(..., size, size)`` crop of :meth:`forward` (DC at ``size // 2``).
 
         ``size`` is even and at most ``L``: the frequencies ``-size/2 .. size/2 - 1`` of each
-        axis. This default computes the full slices and crops them; decoders that can evaluate
-        only the crop (``hartley``) override it to save the work (coarse-to-fine training).
+        axis. A decoder with :attr:`supports_crop` computes only the crop
+        (``self(rotations, size=size)``, which also passes through a DistributedDataParallel
+        wrapper); any other computes the full slices and crops them.
 
         Raises:
             ValueError: ``size`` is odd or larger than the box.
@@ -104,6 +108,8 @@ class Decoder(torch.nn.Module, ABC):
         L = self.box
         if size % 2 or not 0 < size <= L:
             raise ValueError(f"slice crop must be even and in (0, {L}], got {size}")
+        if self.supports_crop:
+            return self(rotations, size=size)
         lo = L // 2 - size // 2
         return self(rotations)[..., lo : lo + size, lo : lo + size]
 

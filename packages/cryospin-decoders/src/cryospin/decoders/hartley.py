@@ -118,45 +118,30 @@ class HartleyDecoder(Decoder):
         return f if mask is None else f * mask
 
     # ------------------------------------------------------------------------------ decoder
-    def forward(self, rotations: torch.Tensor) -> torch.Tensor:
-        """Centred complex Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for ``(..., 3, 3)``."""
-        from cryospin.core.slicing import extract_central_slices
+    supports_crop = True
 
-        L = self.box
-        batch_shape = rotations.shape[:-2]
-        rot = rotations.reshape(-1, 3, 3).to(self.mantissa.dtype)
-        h = extract_central_slices(self.hartley_volume(), rot)  # (N, L+1, L+1), real
-        f = fourier_from_hartley(h, 2)[..., :L, :L]
-        mask = _grid.radius_mask(L, self.mask_radius, 2, dtype=h.dtype, device=h.device)
-        if mask is not None:
-            f = f * mask
-        return f.reshape(*batch_shape, L, L)
+    def forward(self, rotations: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Centred complex Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for ``(..., 3, 3)``.
 
-    def slices(self, rotations: torch.Tensor, size: int) -> torch.Tensor:
-        """Return the central ``(..., size, size)`` crop of :meth:`forward`, computing only it.
-
-        The ``(size+1)^2`` Hartley samples at frequencies ``-size/2 .. size/2`` are
-        interpolated, turned into Fourier values by the same index reversal as the full slice,
-        and cropped to ``size x size`` (DC at ``size // 2``): equal to cropping :meth:`forward`'s
-        output, at ``(size / L)^2`` of its cost.
-
-        Raises:
-            ValueError: ``size`` is odd or larger than the box.
+        With an even ``size < L`` only the central ``(..., size, size)`` crop is computed: the
+        ``(size+1)^2`` Hartley samples at frequencies ``-size/2 .. size/2`` are interpolated,
+        turned into Fourier values by the same index reversal, and cropped (DC at
+        ``size // 2``): equal to cropping the full slices, at ``(size / L)^2`` of the cost
+        (coarse-to-fine training; :meth:`slices` checks ``size``).
         """
         from cryospin.core.slicing import extract_central_slices
 
         L = self.box
-        if size % 2 or not 0 < size <= L:
-            raise ValueError(f"slice crop must be even and in (0, {L}], got {size}")
+        n = L if size is None else size
         batch_shape = rotations.shape[:-2]
         rot = rotations.reshape(-1, 3, 3).to(self.mantissa.dtype)
-        h = extract_central_slices(self.hartley_volume(), rot, out_box=size + 1)
-        f = fourier_from_hartley(h, 2)[..., :size, :size]
+        h = extract_central_slices(self.hartley_volume(), rot, out_box=n + 1)  # (N, n+1, n+1)
+        f = fourier_from_hartley(h, 2)[..., :n, :n]
         mask = _grid.radius_mask(L, self.mask_radius, 2, dtype=h.dtype, device=h.device)
         if mask is not None:
-            lo = L // 2 - size // 2
-            f = f * mask[lo : lo + size, lo : lo + size]
-        return f.reshape(*batch_shape, size, size)
+            lo = L // 2 - n // 2
+            f = f * mask[lo : lo + n, lo : lo + n]
+        return f.reshape(*batch_shape, n, n)
 
     def to_map(self) -> torch.Tensor:
         """Return the real-space map ``(L, L, L)`` ``[z, y, x]`` (inverse centred FFT)."""

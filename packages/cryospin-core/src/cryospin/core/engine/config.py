@@ -162,6 +162,12 @@ class RunConfig(BaseModel):
     )
     auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
     pose_steps: int = Field(5, ge=1, description="direct stage: pose steps per batch")
+    switch_search: int = Field(
+        0,
+        ge=0,
+        description="at the switch also score every particle against this many rotations "
+        "covering SO(3) and keep the best where it beats the encoder (engine.pose_search); 0: off",
+    )
     init_poses: Literal["random", "file"] = Field(
         "random",
         description="start poses of a run without an encoder (stage_schedule: direct): random, "

@@ -9,7 +9,7 @@ Losses per candidate, shape ``(B, M)``:
 * ``gaussian``: ``mean_mask |pred - obs|^2`` - the Gaussian negative log-likelihood of Eq. 3 with a
   constant noise variance, up to an additive constant and a positive scale (which Adam ignores);
 * ``l1``: ``mean_mask (|Re d| + |Im d|)``, the masked L1 of the complex difference used by the
-  paper's code (CONVENTIONS, last section).
+  paper's code (docs/CONVENTIONS.md, last section).
 
 Winner-takes-all (Eq. 6): each image's loss is the minimum over its candidates; the batch loss is
 the mean of these minima, and the argmin is the winning head.
@@ -39,8 +39,8 @@ def render(
 
     ``ctf`` is ``(B, c, c)``: the full box (``c = decoder.box``) or its central crop (``c``
     even, smaller: the lowest ``c / 2`` shells, coarse-to-fine), in which case only the crop of
-    each slice is computed (:meth:`cryospin.core.interfaces.Decoder.slices`; under
-    DistributedDataParallel the full slices are computed and cropped). ``shifts_px``
+    each slice is computed when the decoder ``supports_crop``
+    (:meth:`cryospin.core.interfaces.Decoder.slices`). ``shifts_px``
     ``(B, M, 2)`` or ``(B, 1, 2)`` (pixels of the full box) or ``None``; the phase ramp of the
     crop is the crop of the full box's ramp.
     """
@@ -50,9 +50,9 @@ def render(
     rot = rotations.reshape(b * m, 3, 3)
     if c == full:
         flat = decoder(rot)
-    elif inner is decoder:
-        flat = decoder.slices(rot, c)
-    else:  # DDP syncs gradients only through the wrapper's forward: full slices, then the crop
+    elif inner.supports_crop:  # through the wrapper: DDP syncs gradients only on its forward
+        flat = decoder(rot, size=c)
+    else:
         lo = full // 2 - c // 2
         flat = decoder(rot)[..., lo : lo + c, lo : lo + c]
     slices = flat.reshape(b, m, c, c)

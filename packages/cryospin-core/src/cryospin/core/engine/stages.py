@@ -208,30 +208,48 @@ class AmortizedStage(PoseStage):
 
     @torch.no_grad()
     def best_candidates(
-        self, ctx: EngineContext, data: ParticleData, batch_size: int, progress: Any = None
+        self,
+        ctx: EngineContext,
+        data: ParticleData,
+        batch_size: int,
+        progress: Any = None,
+        search: int = 0,
     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, np.ndarray]:
         """One pass over ``data`` with the frozen encoder: each particle's best candidate.
+
+        With ``search = G > 0`` every particle is also scored against ``G`` grid rotations
+        (:mod:`.pose_search`) and the best of them replaces the encoder's pose where its loss is
+        lower; the share replaced goes to ``ctx.extra["switch_search_replaced"]``.
 
         Returns ``(global indices, rotations (n, 3, 3), shifts_px (n, 2) or None, winners (n,))``.
         """
         encoder, _ = ctx.encoder_and_optimizer()
         encoder.eval()
+        from cryospin.core.engine.pose_search import GridSearch
+
+        grid = GridSearch(ctx, search) if search > 0 else None
         idx_all, rots, shifts, wins = [], [], [], []
         for start in range(0, len(data), batch_size):
             gidx = data.indices[start : start + batch_size]
             batch = data.batch(gidx, ctx.device)
             r, s = self.candidates(ctx, batch)
             per = self.losses(ctx, batch, r, s)
-            win = per.argmin(1)
+            best, win = per.min(1)
             ar = torch.arange(len(win))
+            shift = None if s is None else (s[ar, win] if s.shape[1] > 1 else s[:, 0])
+            rot = r[ar, win]
+            if grid is not None:
+                rot = grid.improve(batch, rot, best, shift)
             idx_all.append(gidx)
-            rots.append(r[ar, win].cpu())
+            rots.append(rot.cpu())
             wins.append(win.cpu().numpy())
-            if s is not None:
-                shifts.append((s[ar, win] if s.shape[1] > 1 else s[:, 0]).cpu())
+            if shift is not None:
+                shifts.append(shift.cpu())
             if progress is not None:
                 progress(len(gidx))
         encoder.train()
+        if grid is not None:
+            ctx.extra["switch_search_replaced"] = grid.replaced / max(len(data), 1)
         return (
             np.concatenate(idx_all),
             torch.cat(rots),

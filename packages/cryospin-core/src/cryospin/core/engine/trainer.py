@@ -169,7 +169,7 @@ class Trainer:
         rows = torch.as_tensor(self.data.indices)
         if self.encoder is not None:
             idx, rots, shifts, wins = self.stages["amortized"].best_candidates(
-                self.ctx, self.data, self.cfg.batch_size, progress
+                self.ctx, self.data, self.cfg.batch_size, progress, search=self.cfg.switch_search
             )
             rows = torch.as_tensor(idx)
             self.table.set_base(rows, rots)
@@ -244,6 +244,8 @@ class Trainer:
             "mask_radius": cfg.mask_radius_at(epoch),
             "steps": self.global_step,
         }
+        if "switch_search_replaced" in self.ctx.extra:  # the switch pass before this epoch
+            rec["switch_search_replaced"] = self.ctx.extra.pop("switch_search_replaced")
         if self.prev_rot is not None:
             d = geodesic_distance_deg(self.prev_rot[idx].double(), self.rot[idx].double())
             rec["pose_change_deg"] = float(d.mean())
