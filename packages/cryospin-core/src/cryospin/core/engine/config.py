@@ -163,10 +163,11 @@ class RunConfig(BaseModel):
     auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
     pose_steps: int = Field(5, ge=1, description="direct stage: pose steps per batch")
     switch_search: int = Field(
-        0,
+        4096,
         ge=0,
-        description="at the switch also score every particle against this many rotations "
-        "covering SO(3) and keep the best where it beats the encoder (engine.pose_search); 0: off",
+        description="at the switch and before each direct epoch while the mask grows, score "
+        "every particle against this many rotations covering SO(3) and keep the best where it "
+        "beats the current pose (engine.pose_search; gaussian loss only); 0: off",
     )
     init_poses: Literal["random", "file"] = Field(
         "random",
@@ -225,6 +226,8 @@ class RunConfig(BaseModel):
     def _check(self) -> RunConfig:
         if self.mask_radius_start is not None and self.mask_grow_epochs == 0:
             raise ValueError("mask_radius_start needs mask_grow_epochs > 0")
+        if self.switch_search and self.loss != "gaussian":
+            raise ValueError("switch_search scores with the gaussian loss; set loss: gaussian")
         b1, b2 = self.pose_betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError("pose_betas must lie in [0, 1)")

@@ -22,11 +22,12 @@ of RELION/cryoSPARC, restricted here to one pass at the switch.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from cryospin.core.engine.data import Batch
-from cryospin.core.engine.forward import render
+from cryospin.core.engine.forward import candidate_loss, render
 from cryospin.core.engine.stages import EngineContext, coarse_crop
 from cryospin.core.slicing import phase_ramp
 from cryospin.core.so3 import quaternion_to_rotation
@@ -110,3 +111,31 @@ class GridSearch:
         out = rot.clone()
         out[better] = self.grid[j[better]].to(out.dtype)
         return out
+
+
+@torch.no_grad()
+def search_table(ctx: EngineContext, data: Any, batch_size: int, g: int) -> float:
+    """Check every table rotation against ``g`` grid rotations; return the share replaced.
+
+    The direct stage's global step (module docstring): a particle's table rotation ``R0 exp(w)``
+    is replaced by the best grid rotation (``w`` reset to 0) where the grid's loss is lower, with
+    the current map and frequency mask. Interleaved with the direct stage's local refinement and
+    volume updates while the mask grows, this is projection matching, coarse to fine.
+    """
+    search = GridSearch(ctx, g)
+    table = ctx.table
+    for start in range(0, len(data), batch_size):
+        gidx = data.indices[start : start + batch_size]
+        batch = data.batch(gidx, ctx.device)
+        rows = torch.as_tensor(gidx)
+        rot = table.rotations(rows).to(ctx.device, torch.float32)
+        shift = table.shift[rows].to(ctx.device) if ctx.cfg.shifts else None
+        pred = render(ctx.decoder, rot[:, None], coarse_crop(ctx, batch.ctf),
+                      None if shift is None else shift[:, None])
+        obs, mask = coarse_crop(ctx, batch.fimages), coarse_crop(ctx, ctx.mask)
+        loss = candidate_loss(pred, obs, mask, ctx.cfg.loss)[:, 0]
+        new = search.improve(batch, rot, loss, shift)
+        changed = (new != rot).flatten(1).any(1).cpu()
+        if changed.any():
+            table.set_base(rows[changed], new[changed.to(new.device)])
+    return search.replaced / max(len(data), 1)

@@ -212,6 +212,27 @@ class Trainer:
             shifts = torch.as_tensor(-np.asarray(stack.shifts_A)[sel] / self.data.pixel_size_A)
         return torch.as_tensor(rot), shifts
 
+    def _search_before(self, epoch: int) -> None:
+        """Direct stage, while the mask grows: the global grid search of every table pose.
+
+        With ``switch_search > 0`` each direct epoch whose mask is below ``mask_radius`` starts
+        with :func:`.pose_search.search_table` at that epoch's mask (projection matching coarse
+        to fine); its share of replaced poses goes into the epoch's record.
+        """
+        cfg = self.cfg
+        if not (cfg.switch_search and self.stage_name == "direct" and self.table_ready):
+            return
+        if self.step_in_epoch or cfg.mask_radius_at(epoch) >= cfg.mask_radius:
+            return
+        from cryospin.core.engine.pose_search import search_table
+
+        self.ctx.set_mask(frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device))
+        share = search_table(self.ctx, self.data, cfg.batch_size, cfg.switch_search)
+        self.ctx.extra["search_replaced"] = share
+        rows = torch.as_tensor(self.data.indices)
+        with torch.no_grad():
+            self.rot[rows] = self.table.rotations(rows).to(self.rot.dtype)
+
     def _decide_switch(self, epoch: int, loss: float, head_change: float | None) -> bool:
         cfg = self.cfg
         if cfg.stage_schedule != "semi-amortized" or self.stage_name != "amortized":
@@ -244,8 +265,9 @@ class Trainer:
             "mask_radius": cfg.mask_radius_at(epoch),
             "steps": self.global_step,
         }
-        if "switch_search_replaced" in self.ctx.extra:  # the switch pass before this epoch
-            rec["switch_search_replaced"] = self.ctx.extra.pop("switch_search_replaced")
+        for key in ("switch_search_replaced", "search_replaced"):  # grid searches before it
+            if key in self.ctx.extra:
+                rec[key] = self.ctx.extra.pop(key)
         if self.prev_rot is not None:
             d = geodesic_distance_deg(self.prev_rot[idx].double(), self.rot[idx].double())
             rec["pose_change_deg"] = float(d.mean())
@@ -389,6 +411,7 @@ class Trainer:
                 if self.stage_name == "direct" and not self.table_ready:
                     bar.describe("switch pass", epoch)
                     self._switch_pass()
+                self._search_before(epoch)
                 n_steps = self._run_epoch(epoch, guard, bar)
                 rec = self._end_epoch(epoch, n_steps)
                 bar.epoch_done(rec)
