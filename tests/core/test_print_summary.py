@@ -31,3 +31,9 @@ def test_shift_error_is_printed_in_angstrom(capsys) -> None:
     print_summary(_summary())
     out = capsys.readouterr().out
     assert "median shift error (after the best global translation): 0.75 Å" in out
+
+
+def test_symmetry_line_names_the_point_group(capsys) -> None:
+    print_summary(_summary(symmetry_deg=51.4, point_group="D7", rotation_error_sym_median_deg=1.5))
+    out = capsys.readouterr().out
+    assert "median rotation error modulo the truth's D7: 1.50 °" in out

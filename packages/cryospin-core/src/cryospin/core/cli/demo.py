@@ -76,7 +76,8 @@ def report_targets(summary: dict[str, Any]) -> None:
     res = summary.get("resolution_vs_truth_A")
     med = summary.get("rotation_error_sym_median_deg", summary.get("rotation_error_median_deg"))
     sym = summary.get("symmetry_deg")
-    modulo = f" (modulo the truth's {sym:.0f}° symmetry)" if sym is not None else ""
+    group = summary.get("point_group") or f"{sym:.0f}° symmetry"
+    modulo = f" (modulo the truth's {group})" if sym is not None else ""
     ok_res = res is not None and res <= 3 * apix
     ok_rot = med is not None and med < 5.0
     click.echo(

@@ -244,7 +244,11 @@ def print_summary(summary: dict[str, Any]) -> None:
         ("gold_standard_resolution_A", "gold-standard resolution (FSC 0.143)", "Å"),
         ("rotation_error_median_deg", "median rotation error", "°"),
         ("rotation_error_mean_deg", "mean rotation error", "°"),
-        ("rotation_error_sym_median_deg", "median rotation error modulo the truth's symmetry", "°"),
+        (
+            "rotation_error_sym_median_deg",
+            f"median rotation error modulo the truth's {summary.get('point_group', 'symmetry')}",
+            "°",
+        ),
         ("shift_error_median_A", "median shift error (after the best global translation)", "Å"),
         ("wall_time_s", "wall time", "s"),
         ("peak_memory_MB", "peak memory", "MB"),

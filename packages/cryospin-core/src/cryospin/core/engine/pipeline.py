@@ -230,7 +230,7 @@ def _reconstruct(
         "encoder": cfg.encoder,
         "decoder": cfg.decoder,
         "stage_schedule": cfg.stage_schedule,
-        "epochs": cfg.epochs,
+        "epochs": results[0].epochs,
         "switch_epoch": results[0].switch_epoch,
     }
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}

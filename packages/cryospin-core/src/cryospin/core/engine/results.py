@@ -38,3 +38,4 @@ class TrainResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     n_heads: int = 1
     switch_epoch: int | None = None
+    epochs: int | None = None  # the resolved schedule's total (engine.schedule)

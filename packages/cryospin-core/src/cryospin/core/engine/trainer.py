@@ -460,4 +460,5 @@ class Trainer:
             metrics=self.metrics(),
             n_heads=self.n_heads,
             switch_epoch=self.switch_epoch,
+            epochs=self.cfg.epochs,
         )
