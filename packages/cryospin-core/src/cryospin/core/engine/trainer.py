@@ -220,7 +220,9 @@ class Trainer:
         to fine); its share of replaced poses goes into the epoch's record.
         """
         cfg = self.cfg
-        if not (cfg.switch_search and self.stage_name == "direct" and self.table_ready):
+        if not (cfg.switch_search and cfg.refine_poses):  # fixed (known) poses stay as given
+            return
+        if self.stage_name != "direct" or not self.table_ready:
             return
         if self.step_in_epoch or cfg.mask_radius_at(epoch) >= cfg.mask_radius:
             return
