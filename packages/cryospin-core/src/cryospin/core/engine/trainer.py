@@ -166,6 +166,11 @@ class Trainer:
     # ------------------------------------------------------------------ stage switching
     def _switch_pass(self, progress: Callable[[int], None] | None = None) -> None:
         """Initialise the pose table: best encoder candidate per particle (or random poses)."""
+        t0 = time.perf_counter()
+        self._init_table(progress)
+        self.ctx.extra["switch_time_s"] = time.perf_counter() - t0
+
+    def _init_table(self, progress: Callable[[int], None] | None) -> None:
         rows = torch.as_tensor(self.data.indices)
         if self.encoder is not None:
             idx, rots, shifts, wins = self.stages["amortized"].best_candidates(
@@ -229,8 +234,10 @@ class Trainer:
         from cryospin.core.engine.pose_search import search_table
 
         self.ctx.set_mask(frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device))
+        t0 = time.perf_counter()
         share = search_table(self.ctx, self.data, cfg.batch_size, cfg.switch_search)
         self.ctx.extra["search_replaced"] = share
+        self.ctx.extra["search_time_s"] = time.perf_counter() - t0
         rows = torch.as_tensor(self.data.indices)
         with torch.no_grad():
             self.rot[rows] = self.table.rotations(rows).to(self.rot.dtype)
@@ -267,7 +274,7 @@ class Trainer:
             "mask_radius": cfg.mask_radius_at(epoch),
             "steps": self.global_step,
         }
-        for key in ("switch_search_replaced", "search_replaced"):  # grid searches before it
+        for key in ("switch_search_replaced", "search_replaced", "search_time_s", "switch_time_s"):
             if key in self.ctx.extra:
                 rec[key] = self.ctx.extra.pop(key)
         if self.prev_rot is not None:
@@ -297,7 +304,9 @@ class Trainer:
         """Finish an epoch's record: loss change, truth metrics, the stage switch; write it."""
         if self.prev_loss:
             rec["loss_change"] = abs(loss - self.prev_loss) / abs(self.prev_loss)
+        t0 = time.perf_counter()
         rec.update(self._truth_metrics(with_map=(epoch + 1) % self.cfg.eval_every == 0))
+        rec["eval_time_s"] = time.perf_counter() - t0  # evaluation vs a truth (not training)
         switch = self._decide_switch(epoch, loss, head_change)
         self.prev_loss = loss
         self.prev_rot = self.rot.clone()
