@@ -17,6 +17,8 @@ the mean of these minima, and the argmin is the winning head.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from cryospin.core.engine import ops
@@ -45,8 +47,8 @@ def render(
     crop is the crop of the full box's ramp.
     """
     b, m = rotations.shape[:2]
-    inner = getattr(decoder, "module", decoder)  # a DistributedDataParallel wrapper's module
-    c, full = ctf.shape[-1], inner.box
+    inner: Any = getattr(decoder, "module", decoder)  # a DistributedDataParallel wrapper's
+    c, full = ctf.shape[-1], int(inner.box)
     rot = rotations.reshape(b * m, 3, 3)
     if c == full:
         flat = decoder(rot)

@@ -51,6 +51,9 @@ class Trainer:
         self.data = data
         #: the configuration with the work schedule resolved for this trainer's particles
         self.cfg = resolve_schedule(cfg, self._n_images(), data.box)
+        #: total and amortized epochs of the resolved schedule
+        self.n_epochs = int(self.cfg.epochs or 0)
+        self.n_amortized = int(self.cfg.switch_epoch or 0)
         self.ckpt_path = Path(ckpt_dir) / ckpt.CHECKPOINT_NAME
         self.log = MetricsLog(metrics_path, tag or {})
         self.truth = truth or Truth()
@@ -248,7 +251,7 @@ class Trainer:
             return False
         done = epoch + 1
         if cfg.switch == "epoch":
-            return done >= cfg.switch_epoch
+            return done >= self.n_amortized
         loss_change = (
             None
             if self.prev_loss in (None, 0)
@@ -407,7 +410,7 @@ class Trainer:
         cfg = self.cfg
         if resume and self.ckpt_path.exists():
             self.load_state_dict(ckpt.load(self.ckpt_path))
-            self.done = self.epoch >= cfg.epochs  # a larger --epochs extends a finished run
+            self.done = self.epoch >= self.n_epochs  # a larger --epochs extends a finished run
         self.log.trim(self.epoch)
         self._barrier()
         from cryospin.core.engine.progress import RunProgress
@@ -417,7 +420,7 @@ class Trainer:
             RunProgress(cfg, self._n_images(), self.tag, self.console) as bar,
         ):
             bar.start(self.epoch, self.step_in_epoch * self._images_per_step())
-            while self.epoch < cfg.epochs and not self.done:
+            while self.epoch < self.n_epochs and not self.done:
                 epoch = self.epoch
                 if self.stage_name == "direct" and not self.table_ready:
                     bar.describe("switch pass", epoch)
@@ -431,7 +434,7 @@ class Trainer:
                 if self.stage_name == "direct" and not self.table_ready:
                     bar.describe("switch pass", self.epoch)
                     self._switch_pass()
-                self.done = self.epoch >= cfg.epochs
+                self.done = self.epoch >= self.n_epochs
                 self.save()
                 self._stop_if_requested(self._reduce([1.0 if guard.requested else 0.0])[0], guard)
         return self.result()
