@@ -1,7 +1,10 @@
 """The run configuration: one pydantic model, validated once, saved as ``config.yaml``.
 
-Defaults follow the paper (Sec. 5 "Implementation details", Supp. A) except where noted in the
-field's description. Every field can be set in a YAML file (``--config``); CLI flags override it.
+Defaults are cryospin's, not the paper's where a field's description says so: a work schedule
+and coarse-to-fine marching (:mod:`.schedule`), the grid search (:mod:`.pose_search`), batch 32
+and the learning rates of the paper's code (README "Defaults"); ``preset: paper`` restores the
+paper's text (Sec. 5 "Implementation details", Supp. A-B; :mod:`.presets`). Every field can be
+set in a YAML file (``--config``), ``--set KEY=VALUE`` or a flag, which override it.
 A bad value raises :class:`cryospin.core.errors.ConfigError` with one line naming the field.
 """
 
