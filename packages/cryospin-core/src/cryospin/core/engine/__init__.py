@@ -1,6 +1,8 @@
 """The training engine: configuration, data, forward model, pose stages, trainer, outputs.
 
-Modules: :mod:`.config` (``RunConfig``), :mod:`.data` (preprocessing, batches, half-sets),
+Modules: :mod:`.config` (``RunConfig``), :mod:`.presets` (``paper``, ``paper-real``),
+:mod:`.schedule` (work schedule, coarse-to-fine mask), :mod:`.pose_search` (grid search of poses
+at the switch and while the mask grows), :mod:`.data` (preprocessing, batches, half-sets),
 :mod:`.forward` (forward model and losses), :mod:`.stages` (``amortized`` and ``direct`` pose
 stages), :mod:`.pose_table` (per-particle poses and row-sparse Adam), :mod:`.trainer` (loop,
 switch rule), :mod:`.checkpoint` (checkpoint format, atomic save, signal guard),
