@@ -71,9 +71,10 @@ def test_search_finds_the_grid_pose_the_image_was_made_from(shifted: bool) -> No
             render(dec, start[:, None], ctf, None if shift is None else shift[:, None]), f, mask
         )[:, 0]
     batch = Batch(np.arange(4), torch.zeros(4, L, L), f, ctf)
-    found = search.improve(batch, start, start_loss, shift)
+    found, replaced = search.improve(batch, start, start_loss, shift)
     np.testing.assert_allclose(found.numpy(), truth.numpy(), atol=1e-6)
-    assert search.replaced == 4
+    assert search.replaced == 4 and replaced.all()
     # a pose already better than every grid rotation is kept
-    kept = search.improve(batch, truth, torch.full((4,), -1.0), shift)
+    kept, replaced = search.improve(batch, truth, torch.full((4,), -1.0), shift)
     np.testing.assert_array_equal(kept.numpy(), truth.numpy())
+    assert not replaced.any()

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 
 from cryospin.core.engine.data import Batch
-from cryospin.core.engine.forward import candidate_loss, render
-from cryospin.core.engine.stages import EngineContext, coarse_crop
+from cryospin.core.engine.forward import render
+from cryospin.core.engine.stages import EngineContext, coarse_crop, pose_losses
 from cryospin.core.slicing import phase_ramp
 from cryospin.core.so3 import quaternion_to_rotation
 
@@ -97,8 +97,12 @@ class GridSearch:
         self.replaced = 0
 
     def improve(self, batch: Batch, rot: torch.Tensor, loss: torch.Tensor,
-                shift_px: torch.Tensor | None) -> torch.Tensor:
-        """Rotations ``(B, 3, 3)``: ``rot``, or the best grid rotation where its loss is lower."""
+                shift_px: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(rotations (B, 3, 3), replaced (B,) bool)``: grid rotation or ``rot``.
+
+        A particle takes the best grid rotation where its loss is lower than ``loss`` (that of
+        its current pose ``rot``), and keeps ``rot`` otherwise.
+        """
         ctx = self.ctx
         images = coarse_crop(ctx, batch.fimages)
         if shift_px is not None:  # |CTF s ramp(t) - y| = |CTF s - y conj(ramp(t))|
@@ -110,7 +114,7 @@ class GridSearch:
         self.replaced += int(better.sum())
         out = rot.clone()
         out[better] = self.grid[j[better]].to(out.dtype)
-        return out
+        return out, better
 
 
 @torch.no_grad()
@@ -130,12 +134,8 @@ def search_table(ctx: EngineContext, data: Any, batch_size: int, g: int) -> floa
         rows = torch.as_tensor(gidx)
         rot = table.rotations(rows).to(ctx.device, torch.float32)
         shift = table.shift[rows].to(ctx.device) if ctx.cfg.shifts else None
-        pred = render(ctx.decoder, rot[:, None], coarse_crop(ctx, batch.ctf),
-                      None if shift is None else shift[:, None])
-        obs, mask = coarse_crop(ctx, batch.fimages), coarse_crop(ctx, ctx.mask)
-        loss = candidate_loss(pred, obs, mask, ctx.cfg.loss)[:, 0]
-        new = search.improve(batch, rot, loss, shift)
-        changed = (new != rot).flatten(1).any(1).cpu()
-        if changed.any():
-            table.set_base(rows[changed], new[changed.to(new.device)])
+        loss = pose_losses(ctx, batch, rot[:, None], None if shift is None else shift[:, None])
+        new, better = search.improve(batch, rot, loss[:, 0], shift)
+        if better.any():
+            table.set_base(rows[better.cpu()], new[better])
     return search.replaced / max(len(data), 1)

@@ -129,6 +129,20 @@ def coarse_crop(ctx: EngineContext, x: torch.Tensor) -> torch.Tensor:
     return x[..., lo : lo + c, lo : lo + c]
 
 
+def pose_losses(
+    ctx: EngineContext, batch: Batch, rots: torch.Tensor, shifts: torch.Tensor | None
+) -> torch.Tensor:
+    """Losses ``(B, M)`` of rotations ``(B, M, 3, 3)`` (shifts ``(B, M|1, 2)`` px or ``None``).
+
+    The forward model and loss of every stage (:func:`.forward.render`,
+    :func:`.forward.candidate_loss`), on the crop holding the frequency mask
+    (:func:`coarse_crop`).
+    """
+    pred = render(ctx.decoder, rots, coarse_crop(ctx, batch.ctf), shifts)
+    obs = coarse_crop(ctx, batch.fimages)
+    return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)
+
+
 def encoder_images(ctx: EngineContext, batch: Batch) -> torch.Tensor:
     """Real images ``(B, c, c)`` for the encoder: Fourier-cropped to ``ctx.crop`` if set."""
     return batch.images if ctx.crop is None else fourier_crop(batch.images, ctx.crop)
@@ -166,10 +180,8 @@ class AmortizedStage(PoseStage):
     def losses(
         self, ctx: EngineContext, batch: Batch, rots: torch.Tensor, shifts: torch.Tensor | None
     ) -> torch.Tensor:
-        """Per-candidate losses ``(B, M)`` (on the lowest shells when ``ctx.crop`` is set)."""
-        pred = render(ctx.decoder, rots, coarse_crop(ctx, batch.ctf), shifts)
-        obs = coarse_crop(ctx, batch.fimages)
-        return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)
+        """Per-candidate losses ``(B, M)`` (:func:`pose_losses`)."""
+        return pose_losses(ctx, batch, rots, shifts)
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
         """One Adam step of encoder and decoder (and table shifts) on the WTA loss."""
@@ -239,7 +251,7 @@ class AmortizedStage(PoseStage):
             shift = None if s is None else (s[ar, win] if s.shape[1] > 1 else s[:, 0])
             rot = r[ar, win]
             if grid is not None:
-                rot = grid.improve(batch, rot, best, shift)
+                rot, _ = grid.improve(batch, rot, best, shift)
             idx_all.append(gidx)
             rots.append(rot.cpu())
             wins.append(win.cpu().numpy())
@@ -284,11 +296,8 @@ class DirectStage(PoseStage):
         omega: torch.Tensor,
         shift: torch.Tensor | None,
     ) -> torch.Tensor:
-        rot = ctx.table.rotations(rows, omega)
-        shifts = None if shift is None else shift[:, None]
-        pred = render(ctx.decoder, rot[:, None], coarse_crop(ctx, batch.ctf), shifts)
-        obs = coarse_crop(ctx, batch.fimages)
-        return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)[:, 0]
+        rot = ctx.table.rotations(rows, omega)[:, None]
+        return pose_losses(ctx, batch, rot, None if shift is None else shift[:, None])[:, 0]
 
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
         """``pose_steps`` pose updates of the batch's rows, then ``volume_steps`` volume updates."""
