@@ -187,21 +187,38 @@ def _print_table(rows: list[dict[str, Any]], epoch_images: int, title: str) -> N
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("encoder", "decoder", "L", "M", "batch", "images/s", "s/step",
-                f"epoch ({epoch_images // 1000}k) s", "peak mem GB", "enc params M",
-                "dec params M"):
+    for col in (
+        "encoder",
+        "decoder",
+        "L",
+        "M",
+        "batch",
+        "images/s",
+        "s/step",
+        f"epoch ({epoch_images // 1000}k) s",
+        "peak mem GB",
+        "enc params M",
+        "dec params M",
+    ):
         table.add_column(col, justify="left" if col in ("encoder", "decoder") else "right")
     for r in rows:
         if "error" in r:
-            table.add_row(r["encoder"], r["decoder"], str(r["box"]), "", "", r["error"], "", "",
-                          "", "", "")
+            table.add_row(
+                r["encoder"], r["decoder"], str(r["box"]), "", "", r["error"], "", "", "", "", ""
+            )
             continue
         table.add_row(
-            r["encoder"], r["decoder"], str(r["box"]), str(r["candidates"]),
+            r["encoder"],
+            r["decoder"],
+            str(r["box"]),
+            str(r["candidates"]),
             str(r["batch"]) + ("*" if r["batch"] != r["requested_batch"] else ""),
-            f"{r['images_per_s']:.1f}", f"{r['seconds_per_step']:.3f}",
-            f"{epoch_images / r['images_per_s']:.0f}", f"{r['peak_mem_bytes'] / 1e9:.2f}",
-            f"{r['encoder_params'] / 1e6:.2f}", f"{r['decoder_params'] / 1e6:.2f}",
+            f"{r['images_per_s']:.1f}",
+            f"{r['seconds_per_step']:.3f}",
+            f"{epoch_images / r['images_per_s']:.0f}",
+            f"{r['peak_mem_bytes'] / 1e9:.2f}",
+            f"{r['encoder_params'] / 1e6:.2f}",
+            f"{r['decoder_params'] / 1e6:.2f}",
         )
     console = Console(width=160)
     console.print(table)
@@ -217,20 +234,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--encoders", nargs="*", help="default: every registered encoder")
     p.add_argument("--decoders", nargs="*", help="default: every registered decoder")
-    p.add_argument("--paper-encoders", action="store_true",
-                   help="paper-sized CNN backbones instead of the registered (CPU) defaults")
+    p.add_argument(
+        "--paper-encoders",
+        action="store_true",
+        help="paper-sized CNN backbones instead of the registered (CPU) defaults",
+    )
     p.add_argument("--iters", type=int, default=3, help="timed steps (at least)")
     p.add_argument("--min-time", type=float, default=2.0, help="keep timing until this many s")
-    p.add_argument("--max-time", type=float, default=60.0,
-                   help="stop timing after this many s, even before --iters steps (>= 1 step)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=60.0,
+        help="stop timing after this many s, even before --iters steps (>= 1 step)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--mem-budget-gb", type=float, default=None,
-                   help="halve the batch until the estimated peak fits (default: 70%% of RAM or "
-                   "of the GPU)")
+    p.add_argument(
+        "--mem-budget-gb",
+        type=float,
+        default=None,
+        help="halve the batch until the estimated peak fits (default: 70%% of RAM or of the GPU)",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per combination")
     p.add_argument("--pixel-size", type=float, default=2.0)
-    p.add_argument("--epoch-images", type=int, default=50_000,
-                   help="images per epoch for the extrapolated epoch time (paper: 50k synthetic)")
+    p.add_argument(
+        "--epoch-images",
+        type=int,
+        default=50_000,
+        help="images per epoch for the extrapolated epoch time (paper: 50k synthetic)",
+    )
     p.add_argument("--json", help="also write the rows to this JSON file")
     p.add_argument("--_worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -250,22 +281,31 @@ def main(argv: list[str] | None = None) -> int:
         for enc in encoders:
             for dec in decoders:
                 spec = {
-                    "encoder": enc, "decoder": dec, "box": box, "batch": args.batch,
-                    "device": args.device, "paper_encoders": args.paper_encoders,
-                    "iters": args.iters, "min_time": args.min_time, "max_time": args.max_time,
+                    "encoder": enc,
+                    "decoder": dec,
+                    "box": box,
+                    "batch": args.batch,
+                    "device": args.device,
+                    "paper_encoders": args.paper_encoders,
+                    "iters": args.iters,
+                    "min_time": args.min_time,
+                    "max_time": args.max_time,
                     "threads": args.threads,
-                    "mem_budget_gb": budget, "pixel_size_A": args.pixel_size,
+                    "mem_budget_gb": budget,
+                    "pixel_size_A": args.pixel_size,
                 }
                 t0 = time.perf_counter()
                 row = _run_one(spec, args.timeout)
                 row["wall_s"] = time.perf_counter() - t0
                 rows.append(row)
                 status = row.get("error") or f"{row['images_per_s']:.1f} images/s"
-                print(f"[{enc} x {dec} L={box}] {status} ({row['wall_s']:.0f} s)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{enc} x {dec} L={box}] {status} ({row['wall_s']:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
     sizes = "paper-sized encoders" if args.paper_encoders else "registered default encoders"
-    title = (f"forward+backward, batch {args.batch}, {args.device}, {sizes} "
-             f"(budget {budget:.0f} GB)")
+    title = f"forward+backward, batch {args.batch}, {args.device}, {sizes} (budget {budget:.0f} GB)"
     _print_table(rows, args.epoch_images, title)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -50,10 +50,22 @@ MULTIHEAD_HARTLEY = {"encoder": "multihead", "decoder": "hartley"}
 #: hand-set CPU schedule of the 2026-12-01 benchmarks (the demo's settings then); ``default``:
 #: ``cryospin run``'s defaults (work schedule, coarse-to-fine; epochs from the flags).
 SETTINGS: dict[str, dict[str, Any]] = {
-    "paper": {"lr_encoder": 1e-4, "lr_decoder": 0.05, "lr_decoder_direct": 0.02,
-              "amortized_box": None, "coarse_to_fine": False},
-    "cpu": {"batch_size": 32, "lr_encoder": 1e-3, "lr_decoder": 0.01, "lr_decoder_direct": 0.005,
-            "mask_radius_start": 0.5, "mask_grow_epochs": 40, "amortized_box": None},
+    "paper": {
+        "lr_encoder": 1e-4,
+        "lr_decoder": 0.05,
+        "lr_decoder_direct": 0.02,
+        "amortized_box": None,
+        "coarse_to_fine": False,
+    },
+    "cpu": {
+        "batch_size": 32,
+        "lr_encoder": 1e-3,
+        "lr_decoder": 0.01,
+        "lr_decoder_direct": 0.005,
+        "mask_radius_start": 0.5,
+        "mask_grow_epochs": 40,
+        "amortized_box": None,
+    },
     "default": {},
 }
 METHODS: dict[str, dict[str, Any]] = {

@@ -38,12 +38,12 @@ def main() -> int:
     registry = get_registry()
     checks = {"slicing cuda == cpu": slicing_matches_cpu}
     for name in registry.names("encoder"):
-        checks[f"encoder {name} contract on cuda"] = (
-            lambda n=name: check_encoder(registry.get("encoder", n), box=32, device="cuda")
+        checks[f"encoder {name} contract on cuda"] = lambda n=name: check_encoder(
+            registry.get("encoder", n), box=32, device="cuda"
         )
     for name in registry.names("decoder"):
-        checks[f"decoder {name} contract on cuda"] = (
-            lambda n=name: check_decoder(registry.get("decoder", n), box=16, device="cuda")
+        checks[f"decoder {name} contract on cuda"] = lambda n=name: check_decoder(
+            registry.get("decoder", n), box=16, device="cuda"
         )
     failed = 0
     for label, fn in checks.items():

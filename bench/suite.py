@@ -175,8 +175,9 @@ def reconstruct(d: Dataset, root: Path, kind: str, rerun: bool) -> dict[str, Any
         cmd += ["--overwrite"]
     t0 = time.time()
     with open(root / d.name / f"{kind}.log", "w") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        done = subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     wall = time.time() - t0
     if done.returncode != 0 or not summary_path.exists():
         return {"failed": f"exit {done.returncode}, see {root / d.name / f'{kind}.log'}"}
@@ -185,8 +186,11 @@ def reconstruct(d: Dataset, root: Path, kind: str, rerun: bool) -> dict[str, Any
 
 def _err(s: dict[str, Any], stat: str) -> float | None:
     """Rotation error ``stat`` (median/mean) modulo the point group when known, else plain."""
-    for key in (f"rotation_error_group_{stat}_deg", f"rotation_error_sym_{stat}_deg",
-                f"rotation_error_{stat}_deg"):
+    for key in (
+        f"rotation_error_group_{stat}_deg",
+        f"rotation_error_sym_{stat}_deg",
+        f"rotation_error_{stat}_deg",
+    ):
         if s.get(key) is not None:
             return float(s[key])
     return None
@@ -214,14 +218,30 @@ def row(d: Dataset, run: dict[str, Any], ceiling: dict[str, Any], root: Path) ->
     wall = run.get("suite_wall_s") or run.get("wall_time_s")
     work = work_seconds(root / d.name / "default")
     med = _err(run, "median")
-    ok = (med is not None and med < 2.0 and res is not None and ceil is not None
-          and res <= 1.25 * ceil and work is not None and work <= 900)
+    ok = (
+        med is not None
+        and med < 2.0
+        and res is not None
+        and ceil is not None
+        and res <= 1.25 * ceil
+        and work is not None
+        and work <= 900
+    )
     return {
-        "dataset": d.name, "n": d.n, "group": run.get("point_group", run.get("symmetry_name")),
-        "median_deg": med, "mean_deg": _err(run, "mean"), "fsc05_A": res, "ceiling_A": ceil,
-        "ratio": res / ceil if res and ceil else None, "wall_s": wall, "work_s": work,
-        "cpu_s": run.get("cpu_time_s"), "peak_MB": run.get("peak_memory_MB"),
-        "under5": run.get("rotation_error_sym_under5_frac"), "failed": run.get("failed"),
+        "dataset": d.name,
+        "n": d.n,
+        "group": run.get("point_group", run.get("symmetry_name")),
+        "median_deg": med,
+        "mean_deg": _err(run, "mean"),
+        "fsc05_A": res,
+        "ceiling_A": ceil,
+        "ratio": res / ceil if res and ceil else None,
+        "wall_s": wall,
+        "work_s": work,
+        "cpu_s": run.get("cpu_time_s"),
+        "peak_MB": run.get("peak_memory_MB"),
+        "under5": run.get("rotation_error_sym_under5_frac"),
+        "failed": run.get("failed"),
         "passed": ok,
     }
 
@@ -232,9 +252,11 @@ def _fmt(v: Any, spec: str) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The suite's Markdown table."""
-    head = ("| dataset | N | group | median / mean rotation error | under 5° | FSC(0.5) vs truth "
-            "| ceiling | ratio | work / wall / CPU | peak memory | passed |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| dataset | N | group | median / mean rotation error | under 5° | FSC(0.5) vs truth "
+        "| ceiling | ratio | work / wall / CPU | peak memory | passed |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         mins = "/".join(_fmt(r[k] and r[k] / 60, ".1f") for k in ("work_s", "wall_s", "cpu_s"))
@@ -261,8 +283,15 @@ def plot(d: Dataset, root: Path) -> None:
             summary = json.loads((folder / "summary.json").read_text())
             rec = RunRecord(kind, 0, folder, summary=summary, epochs=read_epochs(folder))
             rows.append(Row(kind, {}, [rec]))
-    plot_metric(rows, "resolution_vs_truth_A", root / f"{d.name}-fig3.png", True,
-                "training time (s)", "FSC 0.5 vs truth (Å)", f"{d.name}: resolution vs time")
+    plot_metric(
+        rows,
+        "resolution_vs_truth_A",
+        root / f"{d.name}-fig3.png",
+        True,
+        "training time (s)",
+        "FSC 0.5 vs truth (Å)",
+        f"{d.name}: resolution vs time",
+    )
 
 
 def run_dataset(d: Dataset, root: Path, seed: int, rerun: bool) -> dict[str, Any]:
@@ -285,8 +314,11 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda n: run_dataset(DATASETS[n], args.out, args.seed, args.rerun),
-                             args.datasets))
+        rows = list(
+            pool.map(
+                lambda n: run_dataset(DATASETS[n], args.out, args.seed, args.rerun), args.datasets
+            )
+        )
     text = table(rows)
     print(text)
     (args.out / "suite.md").write_text(text + "\n")

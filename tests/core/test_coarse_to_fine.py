@@ -31,12 +31,20 @@ def test_hartley_cropped_slices_equal_the_crop_of_full_slices(size: int) -> None
     dec = HartleyDecoder(HartleyDecoder.Config(), 24, 3.0).double()
     rot = _rotations(5, 1)
     full = dec(rot)
-    np.testing.assert_allclose(dec.slices(rot, size).detach().numpy(), _crop(full, size).detach().numpy(),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        dec.slices(rot, size).detach().numpy(),
+        _crop(full, size).detach().numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
     # a decoder that cannot crop (compute all, then crop) gives the same numbers
     dec.supports_crop = False
-    np.testing.assert_allclose(Decoder.slices(dec, rot, size).detach().numpy(),
-                               _crop(full, size).detach().numpy(), rtol=0, atol=0)
+    np.testing.assert_allclose(
+        Decoder.slices(dec, rot, size).detach().numpy(),
+        _crop(full, size).detach().numpy(),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_cropped_slices_reject_odd_or_too_large_sizes() -> None:
@@ -56,8 +64,9 @@ def test_render_on_a_crop_is_the_crop_of_the_full_render() -> None:
     shifts = torch.randn(3, 2, 2, dtype=torch.float64) * 3
     full = render(dec, rot, ctf, shifts)
     coarse = render(dec, rot, _crop(ctf, c), shifts)
-    np.testing.assert_allclose(coarse.detach().numpy(), _crop(full, c).detach().numpy(),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        coarse.detach().numpy(), _crop(full, c).detach().numpy(), rtol=0, atol=1e-12
+    )
 
 
 def test_work_schedule_counts_images_not_epochs() -> None:
@@ -86,8 +95,9 @@ def test_coarse_to_fine_mask_knots() -> None:
     assert amortized_crop(r32, 32) is None
     assert [r32.mask_radius_at(e) for e in (0, 40, 59)] == pytest.approx([0.5, 1.0, 1.0])
     # a user's linear growth is kept
-    lin = resolve_schedule(validate_config({"mask_radius_start": 0.3, "mask_grow_epochs": 10}),
-                           5000, 64)
+    lin = resolve_schedule(
+        validate_config({"mask_radius_start": 0.3, "mask_grow_epochs": 10}), 5000, 64
+    )
     assert lin.mask_knots is None and lin.mask_radius_at(5) == pytest.approx(0.65)
     # fully amortized runs never crop
     assert amortized_crop(validate_config({"stage_schedule": "amortized"}), 64) is None
@@ -105,12 +115,20 @@ def test_a_run_trains_the_amortized_stage_on_the_crop_then_the_full_box(tmp_path
     from cryospin.core.engine.pipeline import run_reconstruction
 
     toy = make_dataset(tmp_path / "toy", n=32, box=24, snr=2.0, seed=0)
-    cfg = validate_config({
-        "particles": str(toy["star"]), "amortized_box": 12, "amortized_images": 64,
-        "direct_images": 32, "direct_min_epochs": 3, "batch_size": 16, "progress": False,
-        "eval_every": 100, "num_threads": 1,
-        "encoder_config": {"n_heads": 2, "channels": [4, 8], "head_hidden": [8]},
-    })
+    cfg = validate_config(
+        {
+            "particles": str(toy["star"]),
+            "amortized_box": 12,
+            "amortized_images": 64,
+            "direct_images": 32,
+            "direct_min_epochs": 3,
+            "batch_size": 16,
+            "progress": False,
+            "eval_every": 100,
+            "num_threads": 1,
+            "encoder_config": {"n_heads": 2, "channels": [4, 8], "head_hidden": [8]},
+        }
+    )
     summary = run_reconstruction(cfg, tmp_path / "run")
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in recs] == ["amortized"] * 2 + ["direct"] * 3
@@ -130,11 +148,20 @@ def test_known_pose_reconstruction_keeps_the_file_poses(tmp_path) -> None:
     from cryospin.core.engine.pipeline import run_reconstruction
 
     toy = make_dataset(tmp_path / "toy", n=24, box=16, snr=2.0, seed=3, max_shift_px=1.5)
-    cfg = validate_config({
-        "particles": str(toy["star"]), "gt_map": str(toy["truth"]), "stage_schedule": "direct",
-        "init_poses": "file", "refine_poses": False, "shifts": True, "epochs": 2,
-        "batch_size": 8, "progress": False, "num_threads": 1,
-    })
+    cfg = validate_config(
+        {
+            "particles": str(toy["star"]),
+            "gt_map": str(toy["truth"]),
+            "stage_schedule": "direct",
+            "init_poses": "file",
+            "refine_poses": False,
+            "shifts": True,
+            "epochs": 2,
+            "batch_size": 8,
+            "progress": False,
+            "num_threads": 1,
+        }
+    )
     summary = run_reconstruction(cfg, tmp_path / "run")
     # float32 storage of the table: the poses come back to 1e-4 degrees
     assert summary["rotation_error_median_deg"] < 1e-3
@@ -155,8 +182,11 @@ def test_with_shifts_every_head_predicts_a_translation(tmp_path) -> None:
     toy = make_dataset(tmp_path / "toy", n=8, box=16, snr=2.0, seed=0)
     data = ParticleData(read_star(toy["star"]), None, True)
     enc = {"channels": [4], "head_hidden": [8], "n_heads": 2}
-    for shifts, explicit, expected in ((True, None, True), (False, None, False),
-                                       (True, False, False)):
+    for shifts, explicit, expected in (
+        (True, None, True),
+        (False, None, False),
+        (True, False, False),
+    ):
         conf = dict(enc) if explicit is None else {**enc, "estimate_shifts": explicit}
         cfg = validate_config({"shifts": shifts, "encoder_config": conf, "progress": False})
         tr = Trainer(cfg, data, tmp_path / f"c{shifts}{explicit}", tmp_path / "m.jsonl")

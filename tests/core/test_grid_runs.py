@@ -20,9 +20,17 @@ from cryospin.core.grid import launch, runs
 from cryospin.core.grid.spec import load_grid
 
 SIM = {"preset": "hsp90", "box": 16, "n": 32, "snr": 1.0, "seed": 0}
-TINY = {"encoder": "multihead", "decoder": "hartley", "stage_schedule": "semi-amortized",
-        "switch_epoch": 1, "epochs": 2, "batch_size": 16, "progress": False, "gt_map": None,
-        "encoder_config": {"n_heads": 2, "channels": [4, 8, 8], "head_hidden": [16]}}
+TINY = {
+    "encoder": "multihead",
+    "decoder": "hartley",
+    "stage_schedule": "semi-amortized",
+    "switch_epoch": 1,
+    "epochs": 2,
+    "batch_size": 16,
+    "progress": False,
+    "gt_map": None,
+    "encoder_config": {"n_heads": 2, "channels": [4, 8, 8], "head_hidden": [16]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +109,19 @@ def test_invalid_point_fails_before_anything_runs(stack, tmp_path, capsys):
         main(["grid", str(grid), "--out", str(out), "--particles", str(stack)])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: grid point 'encoder_config.n_heads=0' (seed 0): invalid config "
-                          "field 'encoder_config.n_heads'")
+    assert err.startswith(
+        "error: grid point 'encoder_config.n_heads=0' (seed 0): invalid config "
+        "field 'encoder_config.n_heads'"
+    )
     assert len(err.splitlines()) == 1 and not out.exists()
 
 
 def _prepared(stack: Path, tmp_path: Path, seeds: list[int]) -> tuple[Path, list[Path]]:
-    g = load_grid(_grid(tmp_path, seeds=seeds), particles=str(stack),
-                  overrides={"epochs": 1, "batch_size": 32})
+    g = load_grid(
+        _grid(tmp_path, seeds=seeds),
+        particles=str(stack),
+        overrides={"epochs": 1, "batch_size": 32},
+    )
     out = tmp_path / "out"
     return out, runs.prepare(g, out)
 
@@ -117,8 +130,9 @@ def _broken(out: Path, stack: Path) -> Path:
     """A run folder whose particles vanished after validation: the run must fail, not the grid."""
     bad = out / "runs/broken/seed0"
     cfg = yaml.safe_load((out / "runs/base/seed0" / runs.RUN_FILE).read_text())
-    atomic_write_text(bad / runs.RUN_FILE,
-                      yaml.safe_dump({**cfg, "particles": str(stack.parent / "gone.star")}))
+    atomic_write_text(
+        bad / runs.RUN_FILE, yaml.safe_dump({**cfg, "particles": str(stack.parent / "gone.star")})
+    )
     return bad
 
 
@@ -126,8 +140,9 @@ def test_local_launcher_subprocesses_in_parallel(stack, tmp_path):
     out, dirs = _prepared(stack, tmp_path, [0])
     bad = _broken(out, stack)
     seen: list[tuple[str, str]] = []
-    states = launch.launch_local([*dirs, bad], jobs=2,
-                                 report=lambda d, s, t: seen.append((d.parent.name, s)))
+    states = launch.launch_local(
+        [*dirs, bad], jobs=2, report=lambda d, s, t: seen.append((d.parent.name, s))
+    )
     assert states == {dirs[0]: "done", bad: "failed"}
     assert sorted(seen) == [("base", "done"), ("broken", "failed")]
     for d in dirs:
@@ -146,9 +161,31 @@ def test_submitit_launcher_through_local_executor(stack, tmp_path, capsys):
     grid = _grid(tmp_path, points=[{"name": "good"}, {"name": "bad", "gt_map": str(small)}])
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["grid", str(grid), "--out", str(out), "--particles", str(stack), "--launcher",
-              "slurm", "--submitit-cluster", "local", "--jobs", "2", "--time", "10", "--cpus",
-              "1", "--set", "epochs=1", "--set", "batch_size=32", "--no-report"])
+        main(
+            [
+                "grid",
+                str(grid),
+                "--out",
+                str(out),
+                "--particles",
+                str(stack),
+                "--launcher",
+                "slurm",
+                "--submitit-cluster",
+                "local",
+                "--jobs",
+                "2",
+                "--time",
+                "10",
+                "--cpus",
+                "1",
+                "--set",
+                "epochs=1",
+                "--set",
+                "batch_size=32",
+                "--no-report",
+            ]
+        )
     assert exc.value.code == 1
     captured = capsys.readouterr()
     assert "submitted 2 job(s)" in captured.out and "1 run(s) failed" in captured.err
@@ -160,8 +197,10 @@ def test_submitit_launcher_through_local_executor(stack, tmp_path, capsys):
 
 
 def test_slurm_time_parsing():
-    got = [launch.parse_time(t) for t in ("90", "1:30", "2:00:00", "0:10:30", "1-0", "1-2:30",
-                                          "1-00:00:01")]
+    got = [
+        launch.parse_time(t)
+        for t in ("90", "1:30", "2:00:00", "0:10:30", "1-0", "1-2:30", "1-00:00:01")
+    ]
     assert got == [90, 2, 120, 11, 1440, 1590, 1441]  # sbatch formats, seconds rounded up
     with pytest.raises(ConfigError, match="--time"):
         launch.parse_time("soon")

@@ -52,7 +52,10 @@ def _cli(*args: str, env_var: str | None = None) -> subprocess.CompletedProcess[
         env[ENV_VAR] = env_var
     return subprocess.run(
         [sys.executable, "-m", "cryospin.core", *args],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
 
 

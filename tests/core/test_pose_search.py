@@ -14,8 +14,9 @@ from cryospin.decoders.hartley import HartleyDecoder
 
 def test_grid_is_proper_and_covers_so3_evenly() -> None:
     g = grid_rotations(4096).numpy()
-    np.testing.assert_allclose(g @ g.transpose(0, 2, 1), np.broadcast_to(np.eye(3), g.shape),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        g @ g.transpose(0, 2, 1), np.broadcast_to(np.eye(3), g.shape), atol=1e-12
+    )
     np.testing.assert_allclose(np.linalg.det(g), 1.0, atol=1e-12)
     grid = Rotation.from_matrix(g)
     probe = Rotation.random(500, random_state=0)
@@ -24,8 +25,9 @@ def test_grid_is_proper_and_covers_so3_evenly() -> None:
     # covering radius of an even grid of 4,096 rotations: about 12-15 degrees (Alexa 2022)
     assert gaps.max() < 16.0 and np.median(gaps) < 9.0
     # no clustering: the closest pair is not much closer than the typical spacing
-    near = np.array([np.sort(np.degrees((grid[i].inv() * grid).magnitude()))[1]
-                     for i in range(0, 4096, 16)])
+    near = np.array(
+        [np.sort(np.degrees((grid[i].inv() * grid).magnitude()))[1] for i in range(0, 4096, 16)]
+    )
     assert near.min() > 3.0
 
 
@@ -40,8 +42,9 @@ def test_expanded_loss_equals_rendered_loss() -> None:
     with torch.no_grad():
         slices = render(dec, grid[None], torch.ones(1, L, L, dtype=torch.float64))[0]
         ref = candidate_loss(render(dec, grid[None].expand(5, 7, 3, 3), ctf), images, mask)
-    np.testing.assert_allclose(grid_losses(slices, images, ctf, mask).numpy(), ref.numpy(),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        grid_losses(slices, images, ctf, mask).numpy(), ref.numpy(), rtol=1e-10
+    )
 
 
 @pytest.mark.parametrize("shifted", [False, True])
@@ -62,8 +65,7 @@ def test_search_finds_the_grid_pose_the_image_was_made_from(shifted: bool) -> No
     with torch.no_grad():
         f = render(dec, truth[:, None], ctf, None if shift is None else shift[:, None])[:, 0]
     mask = frequency_mask(L, 1.0)
-    ctx = SimpleNamespace(decoder=dec, box=L, device=torch.device("cpu"), mask=mask,
-                          loss_crop=None)
+    ctx = SimpleNamespace(decoder=dec, box=L, device=torch.device("cpu"), mask=mask, loss_crop=None)
     search = GridSearch(ctx, 256)
     start = torch.as_tensor(Rotation.random(4, random_state=5).as_matrix(), dtype=torch.float32)
     with torch.no_grad():

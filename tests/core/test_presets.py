@@ -25,8 +25,7 @@ def test_paper_preset_is_the_papers_text() -> None:
 
 
 def test_paper_real_preset_and_overrides() -> None:
-    cfg = validate_config({"preset": "paper-real", "epochs": 40,
-                           "encoder_config": {"n_heads": 9}})
+    cfg = validate_config({"preset": "paper-real", "epochs": 40, "encoder_config": {"n_heads": 9}})
     assert cfg.epochs == 40 and cfg.switch_epoch == 15 and cfg.shifts is True
     # encoder_config merged key by key: the paper's channels stay, the heads change
     assert cfg.encoder_config["n_heads"] == 9 and cfg.encoder_config["estimate_shifts"] is True

@@ -34,9 +34,7 @@ class FakeDists:
         (self.root / f"{module}.py").write_text(HEADER + textwrap.dedent(body))
         info = self.root / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(
-            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
-        )
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[cryospin]\nplugin = {module}\n")
         self.modules.append(module)
         return module
@@ -92,21 +90,27 @@ def test_duplicate_of_a_builtin_names_both_distributions(fake: FakeDists) -> Non
 
 
 def test_same_name_in_different_kinds_is_allowed(fake: FakeDists) -> None:
-    fake.add("fake-alpha", """
+    fake.add(
+        "fake-alpha",
+        """
     @hookimpl
     def register_decoders(register):
         register("multihead", object())
-    """)
+    """,
+    )
     r = get_registry(refresh=True)
     assert r.components["decoder"]["multihead"].distribution == "fake-alpha"
 
 
 def test_misspelled_hook_fails_loudly(fake: FakeDists) -> None:
-    fake.add("fake-typo", """
+    fake.add(
+        "fake-typo",
+        """
     @hookimpl
     def register_encoder(register):
         register("never", object())
-    """)
+    """,
+    )
     with pytest.raises(PluginError, match="register_encoder") as err:
         get_registry(refresh=True)
     assert "fake-typo" in str(err.value) and "unknown hook" in str(err.value)
@@ -114,10 +118,13 @@ def test_misspelled_hook_fails_loudly(fake: FakeDists) -> None:
 
 def test_hook_without_hookimpl_marker_fails_loudly(fake: FakeDists) -> None:
     # pluggy silently ignores unmarked functions; the registry must not.
-    fake.add("fake-nomark", """
+    fake.add(
+        "fake-nomark",
+        """
     def register_encoders(register):
         register("never", object())
-    """)
+    """,
+    )
     with pytest.raises(PluginError, match="hookimpl") as err:
         get_registry(refresh=True)
     assert "fake-nomark" in str(err.value)
@@ -172,7 +179,9 @@ def test_unknown_name_lists_known_ones() -> None:
 
 
 def test_cli_plugins_lists_every_kind(fake: FakeDists) -> None:
-    fake.add("fake-allkinds", """
+    fake.add(
+        "fake-allkinds",
+        """
     @hookimpl
     def register_encoders(register):
         register("ak-encoder", object())
@@ -188,7 +197,9 @@ def test_cli_plugins_lists_every_kind(fake: FakeDists) -> None:
     @hookimpl
     def register_image_sources(register):
         register("ak-source", object())
-    """, version="4.5.6")
+    """,
+        version="4.5.6",
+    )
     get_registry(refresh=True)
     from cryospin.core.cli.main import build_cli
 

@@ -47,10 +47,18 @@ def test_atomic_files_get_the_mode_a_plain_open_would(tmp_path, umask):
 
 
 def test_stale_temp_files_are_removed_and_nothing_else(tmp_path):
-    keep = [tmp_path / "map.mrc", tmp_path / ".lock", tmp_path / "checkpoints" / "last.pt",
-            tmp_path / "notes.tmp", tmp_path / "a" / "b" / "c" / ".x.y.tmp.pt"]
-    stale = [tmp_path / ".map.mrc.k2j3.tmp.mrc", tmp_path / "checkpoints" / ".last.pt.a1.tmp.pt",
-             tmp_path / "half1" / "checkpoints" / ".last.pt.zz.tmp.pt"]
+    keep = [
+        tmp_path / "map.mrc",
+        tmp_path / ".lock",
+        tmp_path / "checkpoints" / "last.pt",
+        tmp_path / "notes.tmp",
+        tmp_path / "a" / "b" / "c" / ".x.y.tmp.pt",
+    ]
+    stale = [
+        tmp_path / ".map.mrc.k2j3.tmp.mrc",
+        tmp_path / "checkpoints" / ".last.pt.a1.tmp.pt",
+        tmp_path / "half1" / "checkpoints" / ".last.pt.zz.tmp.pt",
+    ]
     for p in keep + stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text("x")
@@ -83,8 +91,9 @@ time.sleep(60)
 
 
 def test_lock_refuses_a_live_holder_and_not_a_dead_one(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(tmp_path / ".lock")],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         with pytest.raises(InputError, match="another cryospin run"):
@@ -144,12 +153,22 @@ def test_fingerprint_changes_with_the_particles_and_only_with_them():
 
 def test_compare_config_allows_only_resumable_changes(tmp_path):
     saved = validate_config({"particles": "a.star", "epochs": 3}).model_dump(mode="json")
-    ok = validate_config({"particles": "/moved/a.star", "epochs": 5, "max_steps": 2,
-                          "num_threads": 1, "progress": False})
+    ok = validate_config(
+        {
+            "particles": "/moved/a.star",
+            "epochs": 5,
+            "max_steps": 2,
+            "num_threads": 1,
+            "progress": False,
+        }
+    )
     compare_config(saved, ok, tmp_path)
-    for change, field in (({"shifts": True}, "shifts"), ({"decoder": "mlp"}, "decoder"),
-                          ({"seed": 4}, "seed"), ({"encoder_config": {"n_heads": 2}},
-                                                  "encoder_config")):
+    for change, field in (
+        ({"shifts": True}, "shifts"),
+        ({"decoder": "mlp"}, "decoder"),
+        ({"seed": 4}, "seed"),
+        ({"encoder_config": {"n_heads": 2}}, "encoder_config"),
+    ):
         cfg = validate_config({"particles": "a.star", "epochs": 3, **change})
         with pytest.raises(ConfigError, match=f"'{field}' differs"):
             compare_config(saved, cfg, tmp_path)
@@ -203,8 +222,10 @@ def test_likely_cause_names_the_bad_parameter():
 
 
 def test_lock_file_is_not_left_locked_after_a_finished_process(tmp_path):
-    code = ("import sys; from cryospin.core.engine.run_folder import RunLock; "
-            "RunLock(sys.argv[1]).acquire()")
+    code = (
+        "import sys; from cryospin.core.engine.run_folder import RunLock; "
+        "RunLock(sys.argv[1]).acquire()"
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
     t0 = time.perf_counter()
     lock = RunLock(tmp_path)

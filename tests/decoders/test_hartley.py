@@ -75,12 +75,14 @@ def test_hartley_volume_is_re_minus_im(vol: torch.Tensor, dec: HartleyDecoder) -
     h = dec.hartley_volume().detach()
     torch.testing.assert_close(h, f_pad.real - f_pad.imag, rtol=1e-10, atol=1e-9)
     # H(-k) = Re F + Im F for a real map: index reversal on the odd grid.
-    torch.testing.assert_close(torch.flip(h, (0, 1, 2)), f_pad.real + f_pad.imag,
-                               rtol=1e-10, atol=1e-9)
+    torch.testing.assert_close(
+        torch.flip(h, (0, 1, 2)), f_pad.real + f_pad.imag, rtol=1e-10, atol=1e-9
+    )
 
 
-def test_slices_equal_core_slicing_of_fourier_volume(vol: torch.Tensor,
-                                                     dec: HartleyDecoder) -> None:
+def test_slices_equal_core_slicing_of_fourier_volume(
+    vol: torch.Tensor, dec: HartleyDecoder
+) -> None:
     """Decoder slices = the core slicing function applied to the map's Fourier transform."""
     rot = rotations()
     with torch.no_grad():
@@ -152,8 +154,9 @@ def test_round_trip_box_sizes(box: int) -> None:
     torch.testing.assert_close(d.to_map().detach(), vol, rtol=0, atol=1e-10)
     ref = numpy_centred_fft3(vol.numpy())[box // 2]
     with torch.no_grad():
-        np.testing.assert_allclose(d(torch.eye(3, dtype=torch.float64)).numpy(), ref,
-                                   atol=1e-9 * np.abs(ref).max())
+        np.testing.assert_allclose(
+            d(torch.eye(3, dtype=torch.float64)).numpy(), ref, atol=1e-9 * np.abs(ref).max()
+        )
 
 
 def _friedel_residual(s: torch.Tensor) -> float:
@@ -181,8 +184,12 @@ def test_friedel_symmetry_random_init() -> None:
         s = d(rotations(16, seed=12))
     assert _friedel_residual(s) < 1e-12
     # ... and so the exported map is real: its transform is the cropped Fourier volume.
-    torch.testing.assert_close(fft3_centered(d.to_map().detach())[1:, 1:, 1:],
-                               d.fourier_volume().detach()[1:, 1:, 1:], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        fft3_centered(d.to_map().detach())[1:, 1:, 1:],
+        d.fourier_volume().detach()[1:, 1:, 1:],
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("radius", [0.25, 0.5, 1.0])

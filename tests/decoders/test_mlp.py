@@ -122,8 +122,9 @@ def test_chunked_slices_and_gradients_equal_unchunked(encoding: str) -> None:
     def run(chunk: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
         d = make(encoding=encoding, chunk=chunk)
         rot = rotations(3, seed=6).requires_grad_(True)
-        target = torch.randn(3, L, L, dtype=torch.complex128,
-                             generator=torch.Generator().manual_seed(9))
+        target = torch.randn(
+            3, L, L, dtype=torch.complex128, generator=torch.Generator().manual_seed(9)
+        )
         s = d(rot)
         ((s - target).abs() ** 2).sum().backward()
         return s.detach(), [p.grad for p in d.parameters()], rot.grad

@@ -68,8 +68,10 @@ def test_config_validation() -> None:
 
 def test_paper_sized_config_builds_and_runs() -> None:
     cfg = MultiHeadEncoder.Config(
-        channels=PAPER_CHANNELS, convs_per_block=PAPER_CONVS_PER_BLOCK,
-        head_hidden=PAPER_HEAD_HIDDEN, n_heads=7,
+        channels=PAPER_CHANNELS,
+        convs_per_block=PAPER_CONVS_PER_BLOCK,
+        head_hidden=PAPER_HEAD_HIDDEN,
+        n_heads=7,
     )
     enc = MultiHeadEncoder(cfg, 128, 3.77).eval()
     n_params = sum(p.numel() for p in enc.parameters())

@@ -92,8 +92,7 @@ def _refused(args: list[str], capsys, out: Path, needle: str) -> None:
     assert _snapshot(out) == before, "a refused start changed the run folder"
 
 
-def test_a_new_run_refuses_a_folder_holding_a_run_unless_overwrite(toy, finished, tmp_path,
-                                                                    capsys):
+def test_a_new_run_refuses_a_folder_holding_a_run_unless_overwrite(toy, finished, tmp_path, capsys):
     out = _copy(finished, tmp_path / "run")
     _refused(_base(toy, out, "--epochs", "1"), capsys, out, "already holds a run")
     stale = [out / ".map.mrc.x1y2.tmp.mrc", out / "checkpoints" / ".last.pt.a1b2.tmp.pt"]
@@ -121,8 +120,9 @@ def test_a_new_run_refuses_a_folder_holding_a_run_unless_overwrite(toy, finished
         (["--set", "encoder_config.n_heads=3"], "'encoder_config' differs"),
     ],
 )
-def test_resume_refuses_a_changed_setting_and_changes_nothing(finished, tmp_path, capsys, extra,
-                                                              needle):
+def test_resume_refuses_a_changed_setting_and_changes_nothing(
+    finished, tmp_path, capsys, extra, needle
+):
     out = _copy(finished, tmp_path / "run")
     _refused(["-o", str(out), "--resume", *extra], capsys, out, needle)
 
@@ -130,8 +130,12 @@ def test_resume_refuses_a_changed_setting_and_changes_nothing(finished, tmp_path
 def test_resume_refuses_other_particles_and_fewer_epochs(toy, tmp_path, capsys):
     out = tmp_path / "run"
     assert _cli(_base(toy, out, "--epochs", "2", "--set", "max_steps=1"), capsys)[0] == 0
-    _refused(["-o", str(out), "--resume", "--particles", str(toy["other"])], capsys, out,
-             "the particle set differs")
+    _refused(
+        ["-o", str(out), "--resume", "--particles", str(toy["other"])],
+        capsys,
+        out,
+        "the particle set differs",
+    )
     _refused(["-o", str(out), "--resume", "--epochs", "1"], capsys, out, "'epochs' can only grow")
 
 
@@ -175,8 +179,9 @@ def _map(out: Path) -> np.ndarray:
     return read_map(out / "map.mrc")[0]
 
 
-def test_more_epochs_extend_a_finished_run_despite_a_torn_metrics_line(toy, finished, tmp_path,
-                                                                       capsys):
+def test_more_epochs_extend_a_finished_run_despite_a_torn_metrics_line(
+    toy, finished, tmp_path, capsys
+):
     out = _copy(finished, tmp_path / "run")
     with (out / "metrics.jsonl").open("a") as fh:
         fh.write('{"epoch": 1, "stage": "dir')  # a kill mid-append
@@ -210,8 +215,9 @@ def test_a_crafted_checkpoint_is_refused_without_running_it(finished, tmp_path, 
     _refused(["-o", str(out), "--resume"], capsys, out, "not a valid checkpoint")
 
 
-def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(finished, tmp_path,
-                                                                        capsys, monkeypatch):
+def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(
+    finished, tmp_path, capsys, monkeypatch
+):
     from cryospin.core.engine.trainer import Trainer
 
     out = _copy(finished, tmp_path / "run")
@@ -233,8 +239,19 @@ def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(finished,
 
 def test_a_stack_without_ctf_stops_with_the_cause(toy, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["--particles", str(toy["star"].with_suffix(".mrcs")), "-o", str(out), "--config",
-            str(toy["cfg"]), "--epochs", "1", "--apix", "6", "--no-invert"]
+    args = [
+        "--particles",
+        str(toy["star"].with_suffix(".mrcs")),
+        "-o",
+        str(out),
+        "--config",
+        str(toy["cfg"]),
+        "--epochs",
+        "1",
+        "--apix",
+        "6",
+        "--no-invert",
+    ]
     code, errors = _cli(args, capsys)
     assert code == 2 and len(errors) == 1 and "no CTF parameters" in errors[0], errors
     assert not (out / "map.mrc").exists() and not (out / "checkpoints").exists()
@@ -251,8 +268,9 @@ time.sleep(60)
 
 def test_a_second_live_run_on_the_folder_is_refused(finished, tmp_path, capsys):
     out = _copy(finished, tmp_path / "run")
-    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out / ".lock")],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(out / ".lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "locked"
         _refused(["-o", str(out), "--resume"], capsys, out, "another cryospin run")

@@ -19,10 +19,24 @@ from cryospin.core.cli.main import main
 from cryospin.core.grid.runs import materialise_data, run_state
 from cryospin.core.grid.spec import load_grid, parse_set, shipped_grids
 
-TINY = ["--seeds", "0", "--set", "simulate.box=16", "--set", "simulate.n=32",
-        "--set", "epochs=1", "--set", "batch_size=32", "--set", "gt_map=null",
-        "--set", "encoder_config={channels: [4, 8, 8], head_hidden: [16]}",
-        "--launcher", "inline"]
+TINY = [
+    "--seeds",
+    "0",
+    "--set",
+    "simulate.box=16",
+    "--set",
+    "simulate.n=32",
+    "--set",
+    "epochs=1",
+    "--set",
+    "batch_size=32",
+    "--set",
+    "gt_map=null",
+    "--set",
+    "encoder_config={channels: [4, 8, 8], head_hidden: [16]}",
+    "--launcher",
+    "inline",
+]
 
 
 def _block(name: str) -> dict:

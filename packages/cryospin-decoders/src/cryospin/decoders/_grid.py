@@ -23,14 +23,25 @@ def odd_size(box: int) -> int:
     return box + 1
 
 
-def centred_freqs(n: int, centre: int, *, dtype: torch.dtype = torch.float32,
-                  device: torch.device | str | None = None) -> torch.Tensor:
+def centred_freqs(
+    n: int,
+    centre: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Integer frequency indices ``arange(n) - centre`` as a float tensor."""
     return torch.arange(n, dtype=dtype, device=device) - centre
 
 
-def radius_grid(n: int, centre: int, ndim: int, *, dtype: torch.dtype = torch.float32,
-                device: torch.device | str | None = None) -> torch.Tensor:
+def radius_grid(
+    n: int,
+    centre: int,
+    ndim: int,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """``|k|`` in frequency-index units on an ``n**ndim`` grid with DC at ``centre``."""
     k = centred_freqs(n, centre, dtype=dtype, device=device)
     r2 = torch.zeros((n,) * ndim, dtype=dtype, device=device)
@@ -41,8 +52,14 @@ def radius_grid(n: int, centre: int, ndim: int, *, dtype: torch.dtype = torch.fl
     return r2.sqrt()
 
 
-def radius_mask(box: int, radius: float | None, ndim: int, *, dtype: torch.dtype,
-                device: torch.device | str | None = None) -> torch.Tensor | None:
+def radius_mask(
+    box: int,
+    radius: float | None,
+    ndim: int,
+    *,
+    dtype: torch.dtype,
+    device: torch.device | str | None = None,
+) -> torch.Tensor | None:
     """Mask ``|k| <= radius * (box / 2)`` on the centred ``box**ndim`` grid, or ``None``.
 
     ``radius`` is in units of Nyquist (1.0: the sphere inscribed in the box); ``None`` means no

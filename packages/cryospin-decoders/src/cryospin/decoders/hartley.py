@@ -180,8 +180,9 @@ class HartleyDecoder(Decoder):
         self.mantissa.copy_((h / torch.exp(e)).to(self.mantissa.dtype))
 
     @classmethod
-    def from_map(cls, volume: torch.Tensor, pixel_size_A: float,
-                 config: HartleyConfig | None = None) -> HartleyDecoder:
+    def from_map(
+        cls, volume: torch.Tensor, pixel_size_A: float, config: HartleyConfig | None = None
+    ) -> HartleyDecoder:
         """Build a decoder whose volume is the real map ``volume`` ``(L, L, L)`` (:meth:`load_map`).
 
         The parameters take ``volume``'s floating dtype (float32 or float64) and device.

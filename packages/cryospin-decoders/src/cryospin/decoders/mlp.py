@@ -205,8 +205,9 @@ class MLPDecoder(Decoder):
         return next(self.parameters())
 
     def _mask(self, ndim: int, ref: torch.Tensor) -> torch.Tensor | None:
-        return _grid.radius_mask(self.box, self.mask_radius, ndim, dtype=ref.dtype,
-                                 device=ref.device)
+        return _grid.radius_mask(
+            self.box, self.mask_radius, ndim, dtype=ref.dtype, device=ref.device
+        )
 
     def forward(self, rotations: torch.Tensor) -> torch.Tensor:
         """Centred complex Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for ``(..., 3, 3)``."""

@@ -87,8 +87,9 @@ class GaussianPyramid(nn.Module):
 
     kernels_1d: torch.Tensor  # (octaves + 1, kernel_size), float32; registered as a buffer
 
-    def __init__(self, octaves: int = 4, kernel_size: int = 11, variance: float = 0.01,
-                 scaling: float = 10.0) -> None:
+    def __init__(
+        self, octaves: int = 4, kernel_size: int = 11, variance: float = 0.01, scaling: float = 10.0
+    ) -> None:
         super().__init__()
         half = kernel_size // 2
         coords = torch.arange(-half, half + 1, dtype=torch.float64)

@@ -51,40 +51,99 @@ def _console() -> Console:
 
 @grid.command("run")
 @click.argument("grid_file", metavar="GRID")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False),
-              help="grid output folder (runs/, data/, grid.json, report.*)")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="runs at a time (local) / array parallelism (slurm)")
-@click.option("--launcher", type=click.Choice(["local", "slurm", "inline"]), default="local",
-              show_default=True, help="local subprocesses, SLURM via submitit, or this process")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="override a run field for every point (YAML value; dotted keys; "
-                   "simulate.KEY for the simulate block); repeatable")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="grid output folder (runs/, data/, grid.json, report.*)",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="runs at a time (local) / array parallelism (slurm)",
+)
+@click.option(
+    "--launcher",
+    type=click.Choice(["local", "slurm", "inline"]),
+    default="local",
+    show_default=True,
+    help="local subprocesses, SLURM via submitit, or this process",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="override a run field for every point (YAML value; dotted keys; "
+    "simulate.KEY for the simulate block); repeatable",
+)
 @click.option("--seeds", help="replace the grid's seeds: a comma-separated list, e.g. 0 or 0,1,2")
-@click.option("--particles", type=click.Path(dir_okay=False, exists=True),
-              help="particle file for every point (instead of the grid's simulate block)")
-@click.option("--gt-map", "gt_map", type=click.Path(dir_okay=False, exists=True),
-              help="ground-truth map for every point")
+@click.option(
+    "--particles",
+    type=click.Path(dir_okay=False, exists=True),
+    help="particle file for every point (instead of the grid's simulate block)",
+)
+@click.option(
+    "--gt-map",
+    "gt_map",
+    type=click.Path(dir_okay=False, exists=True),
+    help="ground-truth map for every point",
+)
 @click.option("--dry-run", is_flag=True, help="expand and validate, list the points, run nothing")
 @click.option("--no-report", is_flag=True, help="do not write the report at the end")
 @click.option("--partition", help="slurm: partition")
-@click.option("--time", "time_limit", default="60", show_default=True,
-              help="slurm: time limit per run (sbatch format: M, H:M:S, D-H:M:S)")
-@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True,
-              help="slurm: GPUs per run")
-@click.option("--cpus", type=click.IntRange(min=1), default=2, show_default=True,
-              help="slurm: CPUs per run")
+@click.option(
+    "--time",
+    "time_limit",
+    default="60",
+    show_default=True,
+    help="slurm: time limit per run (sbatch format: M, H:M:S, D-H:M:S)",
+)
+@click.option(
+    "--gpus", type=click.IntRange(min=0), default=0, show_default=True, help="slurm: GPUs per run"
+)
+@click.option(
+    "--cpus", type=click.IntRange(min=1), default=2, show_default=True, help="slurm: CPUs per run"
+)
 @click.option("--mem-gb", type=float, help="slurm: memory per run (GB)")
-@click.option("--slurm-param", "slurm_params", multiple=True, metavar="KEY=VALUE",
-              help="slurm: extra sbatch parameter (e.g. account=abc, qos=high); repeatable")
+@click.option(
+    "--slurm-param",
+    "slurm_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="slurm: extra sbatch parameter (e.g. account=abc, qos=high); repeatable",
+)
 @click.option("--no-wait", is_flag=True, help="slurm: submit and return (report later)")
-@click.option("--submitit-cluster", type=click.Choice(["slurm", "local", "debug"]),
-              default="slurm", hidden=True, help="submitit cluster (local: tests)")
-def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str, ...],
-             seeds: str | None, particles: str | None, gt_map: str | None, dry_run: bool,
-             no_report: bool,
-             partition: str | None, time_limit: str, gpus: int, cpus: int, mem_gb: float | None,
-             slurm_params: tuple[str, ...], no_wait: bool, submitit_cluster: str) -> None:
+@click.option(
+    "--submitit-cluster",
+    type=click.Choice(["slurm", "local", "debug"]),
+    default="slurm",
+    hidden=True,
+    help="submitit cluster (local: tests)",
+)
+def run_grid(
+    grid_file: str,
+    out: str,
+    jobs: int,
+    launcher: str,
+    sets: tuple[str, ...],
+    seeds: str | None,
+    particles: str | None,
+    gt_map: str | None,
+    dry_run: bool,
+    no_report: bool,
+    partition: str | None,
+    time_limit: str,
+    gpus: int,
+    cpus: int,
+    mem_gb: float | None,
+    slurm_params: tuple[str, ...],
+    no_wait: bool,
+    submitit_cluster: str,
+) -> None:
     r"""Expand and validate the grid, then run every point that is not finished.
 
     \b
@@ -102,9 +161,14 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
             seed_list = [int(x) for x in seeds.split(",") if x.strip()]
         except ValueError:
             raise ConfigError(f"--seeds {seeds!r}: expected integers separated by commas") from None
-    g = load_grid(grid_file, overrides=parse_set(sets), seeds=seed_list,
-                  particles=str(Path(particles).resolve()) if particles else None,
-                  gt_map=str(Path(gt_map).resolve()) if gt_map else None, data_dir=data_dir)
+    g = load_grid(
+        grid_file,
+        overrides=parse_set(sets),
+        seeds=seed_list,
+        particles=str(Path(particles).resolve()) if particles else None,
+        gt_map=str(Path(gt_map).resolve()) if gt_map else None,
+        data_dir=data_dir,
+    )
     console = _console()
     n_labels = len(g.labels())
     if dry_run:
@@ -116,9 +180,15 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
         from cryospin.core.grid.spec import parse_set as parse_kv
 
         opts = launch.SlurmOptions(
-            partition=partition, time_min=launch.parse_time(time_limit), gpus_per_node=gpus,
-            cpus_per_task=cpus, mem_gb=mem_gb, extra=parse_kv(slurm_params),
-            cluster=submitit_cluster, wait=not no_wait)
+            partition=partition,
+            time_min=launch.parse_time(time_limit),
+            gpus_per_node=gpus,
+            cpus_per_task=cpus,
+            mem_gb=mem_gb,
+            extra=parse_kv(slurm_params),
+            cluster=submitit_cluster,
+            wait=not no_wait,
+        )
         executor = launch.slurm_executor(out_dir / "slurm", opts, jobs)
     dirs = runs.prepare(g, out_dir)
     if runs.needs_data(g, data_dir):
@@ -126,9 +196,11 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
     states = {d: runs.run_state(d) for d in dirs}
     todo = [d for d in dirs if states[d] != "done"]
     counts = {s: sum(v == s for v in states.values()) for s in ("done", "partial", "failed", "new")}
-    click.echo(f"grid {g.name}: {n_labels} point(s), {len(dirs)} run(s): {counts['done']} done "
-               f"(skipped), {counts['partial']} to resume, {counts['failed']} to retry, "
-               f"{counts['new']} new -> {out_dir}")
+    click.echo(
+        f"grid {g.name}: {n_labels} point(s), {len(dirs)} run(s): {counts['done']} done "
+        f"(skipped), {counts['partial']} to resume, {counts['failed']} to retry, "
+        f"{counts['new']} new -> {out_dir}"
+    )
     done_count = [0]
 
     def report(d: Path, state: str, seconds: float) -> None:
@@ -143,8 +215,9 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
         outcome = launch.launch_local(todo, jobs, report)
     else:
         assert opts is not None
-        outcome = launch.launch_slurm(todo, out_dir, opts, jobs, report, echo=click.echo,
-                                      executor=executor)
+        outcome = launch.launch_slurm(
+            todo, out_dir, opts, jobs, report, echo=click.echo, executor=executor
+        )
         if no_wait:
             click.echo(f"when the jobs are done: cryospin grid report {out}")
             return
@@ -155,12 +228,18 @@ def run_grid(grid_file: str, out: str, jobs: int, launcher: str, sets: tuple[str
     if finished and not no_report:
         _report(out_dir, None, True, console)
     if stopped:
-        click.echo(f"{len(stopped)} run(s) stopped with a checkpoint; run the same command again "
-                   "to resume them")
+        click.echo(
+            f"{len(stopped)} run(s) stopped with a checkpoint; run the same command again "
+            "to resume them"
+        )
     if failed:
-        click.echo(f"{len(failed)} run(s) failed (see grid.log / grid_error.txt in "
-                   + ", ".join(str(d.relative_to(out_dir)) for d in failed[:3])
-                   + (" ..." if len(failed) > 3 else "") + ")", err=True)
+        click.echo(
+            f"{len(failed)} run(s) failed (see grid.log / grid_error.txt in "
+            + ", ".join(str(d.relative_to(out_dir)) for d in failed[:3])
+            + (" ..." if len(failed) > 3 else "")
+            + ")",
+            err=True,
+        )
         sys.exit(1)
     if any(s == "interrupted" for s in outcome.values()):
         sys.exit(130)
@@ -179,8 +258,12 @@ def _print_points(console: Console, g: Any, out_dir: Path) -> None:
     for c in ["point", *axes, "seed", "state"]:
         table.add_column(c)
     for p in g.points:
-        table.add_row(p.label, *[format_value(p.values[a]) if a in p.values else "" for a in axes],
-                      str(p.seed), run_state(out_dir / p.run_dir))
+        table.add_row(
+            p.label,
+            *[format_value(p.values[a]) if a in p.values else "" for a in axes],
+            str(p.seed),
+            run_state(out_dir / p.run_dir),
+        )
     console.print(table)
 
 
@@ -196,9 +279,12 @@ def _report(out: Path, target: float | None, plots: bool, console: Console) -> N
 
 @grid.command("report")
 @click.argument("out", metavar="DIR", type=click.Path(file_okay=False, exists=True))
-@click.option("--target-resolution", type=click.FloatRange(min=0, min_open=True),
-              help="resolution (Å) for the time-to-resolution column (default: the coarsest "
-                   "best resolution over the runs)")
+@click.option(
+    "--target-resolution",
+    type=click.FloatRange(min=0, min_open=True),
+    help="resolution (Å) for the time-to-resolution column (default: the coarsest "
+    "best resolution over the runs)",
+)
 @click.option("--no-plots", is_flag=True, help="tables only")
 def report_cmd(out: str, target_resolution: float | None, no_plots: bool) -> None:
     r"""Collect the runs of DIR into DIR/report.csv, DIR/report.md and plots (seeds aggregated).

@@ -27,7 +27,6 @@ def cli() -> None:
     """
 
 
-
 def build_cli() -> click.Group:
     """Return the ``cryospin`` group with every plugin's commands added."""
     from cryospin.core.registry import get_registry

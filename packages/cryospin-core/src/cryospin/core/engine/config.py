@@ -186,9 +186,7 @@ class RunConfig(BaseModel):
 
     lr_encoder: float = Field(1e-3, gt=0, description="paper 1e-4 (preset paper)")
     lr_decoder: float = Field(0.01, gt=0, description="paper text 0.05, paper's code 5e-3")
-    lr_decoder_direct: float = Field(
-        0.005, gt=0, description="paper text 0.02, paper's code 2e-3"
-    )
+    lr_decoder_direct: float = Field(0.005, gt=0, description="paper text 0.02, paper's code 2e-3")
     lr_pose: float = Field(0.05, gt=0, description="rad per Adam step scale")
     lr_shift: float = Field(0.1, gt=0, description="pixels per Adam step scale")
     pose_betas: tuple[float, float] = (0.9, 0.999)

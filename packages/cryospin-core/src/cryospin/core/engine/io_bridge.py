@@ -38,9 +38,7 @@ def _find(method: str, suffix: str | None = None) -> Callable[..., Any]:
         if callable(fn):
             return fn
     where = f" for '{suffix}' files" if suffix else ""
-    raise CryospinError(
-        f"no installed image source provides {method}{where} (install cryospin-io)"
-    )
+    raise CryospinError(f"no installed image source provides {method}{where} (install cryospin-io)")
 
 
 def provides(method: str, suffix: str | None = None) -> bool:

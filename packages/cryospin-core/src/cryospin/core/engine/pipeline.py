@@ -147,8 +147,9 @@ def run_reconstruction(
         raise InputError(f"{cfg.particles}: needs at least 2 particles, has {len(stack)}")
     folder = open_run_folder(out, cfg, stack, resume, overwrite, writer=distributed.is_main())
     with folder as resumed, out_errors(out):
-        return _reconstruct(cfg, out, stack, resumed, console, dist_on, (t_start, started_at),
-                            input_info)
+        return _reconstruct(
+            cfg, out, stack, resumed, console, dist_on, (t_start, started_at), input_info
+        )
 
 
 def _reconstruct(

@@ -54,8 +54,9 @@ def grid_rotations(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     s = torch.arange(n, dtype=torch.float64) + 0.5
     r, big_r = torch.sqrt(s / n), torch.sqrt(1.0 - s / n)
     a, b = 2 * math.pi * s / _PHI, 2 * math.pi * s / _PSI
-    q = torch.stack([r * torch.sin(a), r * torch.cos(a), big_r * torch.sin(b),
-                     big_r * torch.cos(b)], dim=-1)
+    q = torch.stack(
+        [r * torch.sin(a), r * torch.cos(a), big_r * torch.sin(b), big_r * torch.cos(b)], dim=-1
+    )
     return quaternion_to_rotation(q).to(dtype)
 
 
@@ -96,8 +97,9 @@ class GridSearch:
         self.slices = render(ctx.decoder, self.grid[None], ones)[0]  # (G, c, c)
         self.replaced = 0
 
-    def improve(self, batch: Batch, rot: torch.Tensor, loss: torch.Tensor,
-                shift_px: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def improve(
+        self, batch: Batch, rot: torch.Tensor, loss: torch.Tensor, shift_px: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(rotations (B, 3, 3), replaced (B,) bool)``: grid rotation or ``rot``.
 
         A particle takes the best grid rotation where its loss is lower than ``loss`` (that of

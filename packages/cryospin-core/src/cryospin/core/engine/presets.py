@@ -63,8 +63,9 @@ def apply_preset(data: dict[str, Any]) -> dict[str, Any]:
     if name is None:
         return data
     if name not in PRESETS:
-        raise ConfigError(f"invalid config field 'preset': unknown preset {name!r} "
-                          f"(known: {', '.join(PRESETS)})")
+        raise ConfigError(
+            f"invalid config field 'preset': unknown preset {name!r} (known: {', '.join(PRESETS)})"
+        )
     merged = {**PRESETS[name], **data}
     for key in ("encoder_config", "decoder_config"):
         if isinstance(data.get(key), dict) and key in PRESETS[name]:

@@ -213,8 +213,10 @@ class Trainer:
         stack, sel = self.data.stack, rows.numpy()
         rot = None if stack.rotations is None else np.asarray(stack.rotations)[sel]
         if rot is None or not np.isfinite(rot).all():
-            raise ConfigError(f"init_poses: file: {self.cfg.particles} holds no poses for every "
-                              "particle (rlnAngleRot/Tilt/Psi)")
+            raise ConfigError(
+                f"init_poses: file: {self.cfg.particles} holds no poses for every "
+                "particle (rlnAngleRot/Tilt/Psi)"
+            )
         shifts = None
         if self.cfg.shifts and stack.shifts_A is not None:
             shifts = torch.as_tensor(-np.asarray(stack.shifts_A)[sel] / self.data.pixel_size_A)

@@ -216,9 +216,7 @@ def plot_orientations(
     az = 0.5 * (az_edges[1:] + az_edges[:-1])
     el = 0.5 * (el_edges[1:] + el_edges[:-1])
     azz, ell = np.meshgrid(az, el)
-    pix = healpy.vec2pix(
-        nside, np.cos(ell) * np.cos(azz), np.cos(ell) * np.sin(azz), np.sin(ell)
-    )
+    pix = healpy.vec2pix(nside, np.cos(ell) * np.cos(azz), np.cos(ell) * np.sin(azz), np.sin(ell))
     fig = _figure(7.0, 4.6)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.93, bottom=0.24)
     ax = fig.add_subplot(1, 1, 1, projection="mollweide")
@@ -240,8 +238,15 @@ def plot_orientations(
         fontsize=9,
     )
     if symmetry_deg is not None:
-        fig.text(0.5, 0.01, symmetry_note(symmetry_deg), ha="center", va="bottom", fontsize=8,
-                 color="tab:red")
+        fig.text(
+            0.5,
+            0.01,
+            symmetry_note(symmetry_deg),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="tab:red",
+        )
     _save(fig, path, dpi)
     return counts
 

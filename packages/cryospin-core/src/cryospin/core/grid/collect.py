@@ -74,18 +74,21 @@ def collect(out: Path) -> tuple[dict[str, Any], list[RunRecord]]:
         raise InputError(f"grid folder {out} does not exist")
     if (out / MANIFEST).is_file():
         manifest = _read_json(out / MANIFEST)
-        runs = [RunRecord(p["label"], p.get("seed"), out / p["dir"], dict(p.get("values") or {}))
-                for p in manifest.get("points", [])]
+        runs = [
+            RunRecord(p["label"], p.get("seed"), out / p["dir"], dict(p.get("values") or {}))
+            for p in manifest.get("points", [])
+        ]
     else:
         manifest = {"name": out.name, "axes": []}
         dirs = sorted(out.glob("runs/*/seed*")) or sorted(
-            p.parent for p in out.rglob("summary.json"))
+            p.parent for p in out.rglob("summary.json")
+        )
         runs = []
         for d in dirs:
             m = re.fullmatch(r"seed(\d+)", d.name)
             label = d.parent.relative_to(out).as_posix() if m else d.relative_to(out).as_posix()
             if label.startswith("runs/"):
-                label = label[len("runs/"):]
+                label = label[len("runs/") :]
             runs.append(RunRecord(label, int(m.group(1)) if m else None, d))
     if not runs:
         raise InputError(f"{out} holds no grid runs (no {MANIFEST}, no runs/*/seed*/ folders)")

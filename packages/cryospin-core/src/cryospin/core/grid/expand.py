@@ -90,24 +90,38 @@ def expand(
                 check_files(cfg, where, Path(data["particles"]).parent if simulated else None)
                 key = f"{label}/seed{seed}"
                 if key in seen:
-                    raise ConfigError(f"{where}: two points share the label '{label}'; "
-                                      "name the points (points[].name)")
+                    raise ConfigError(
+                        f"{where}: two points share the label '{label}'; "
+                        "name the points (points[].name)"
+                    )
                 seen.add(key)
-                points.append(GridPoint(label, seed, {**pset, **axis}, cfg,
-                                        Path("runs") / label / f"seed{seed}"))
+                points.append(
+                    GridPoint(
+                        label, seed, {**pset, **axis}, cfg, Path("runs") / label / f"seed{seed}"
+                    )
+                )
     if validate:
         box = simulate.get("box", 128) if simulate is not None else None
         for pt in points:
             validate_components(pt, box if pt.reads(sim_stack) else None)
-    return Grid(name=spec.name or Path(source).stem, spec=spec, source=str(source),
-                simulate=simulate, points=points)
+    return Grid(
+        name=spec.name or Path(source).stem,
+        spec=spec,
+        source=str(source),
+        simulate=simulate,
+        points=points,
+    )
 
 
-def _simulate_block(spec: GridSpec, overrides: dict[str, Any],
-                    source: str) -> dict[str, Any] | None:
+def _simulate_block(
+    spec: GridSpec, overrides: dict[str, Any], source: str
+) -> dict[str, Any] | None:
     """Return the simulate block in effect: the grid's, with ``simulate.*`` overrides popped in."""
-    sim_over = {k[len(SIMULATE_PREFIX):]: overrides.pop(k) for k in list(overrides)
-                if k.startswith(SIMULATE_PREFIX)}
+    sim_over = {
+        k[len(SIMULATE_PREFIX) :]: overrides.pop(k)
+        for k in list(overrides)
+        if k.startswith(SIMULATE_PREFIX)
+    }
     simulate = copy.deepcopy(spec.simulate)
     if sim_over:
         if simulate is None:
@@ -153,12 +167,15 @@ def _label(name: str | None, settings: dict[str, Any], axis: dict[str, Any]) -> 
     return slug("__".join(parts)) if parts else "base"
 
 
-def _use_simulated(data: dict[str, Any], simulate: dict[str, Any] | None, stack: Path,
-                   where: str) -> None:
+def _use_simulated(
+    data: dict[str, Any], simulate: dict[str, Any] | None, stack: Path, where: str
+) -> None:
     """Point ``data`` at the simulated ``stack`` (its truth map, inverted contrast unless set)."""
     if simulate is None:
-        raise ConfigError(f"{where}: no particles: give --particles, set "
-                          "'particles' in the grid, or add a simulate block")
+        raise ConfigError(
+            f"{where}: no particles: give --particles, set "
+            "'particles' in the grid, or add a simulate block"
+        )
     data["particles"] = str(stack)
     if not has_dotted(data, "gt_map"):
         data["gt_map"] = str(stack.parent / "gt_map.mrc")

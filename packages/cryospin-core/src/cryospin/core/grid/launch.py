@@ -96,8 +96,9 @@ def _quiet(run_dir: Path, state: str, seconds: float) -> None:
     return None
 
 
-def launch_inline(dirs: list[Path], report: Report = _quiet,
-                  console: Any = None) -> dict[Path, str]:
+def launch_inline(
+    dirs: list[Path], report: Report = _quiet, console: Any = None
+) -> dict[Path, str]:
     """Run the folders one after another in this process; stop at an interruption."""
     states: dict[Path, str] = {}
     for d in dirs:
@@ -113,8 +114,9 @@ def launch_inline(dirs: list[Path], report: Report = _quiet,
     return states
 
 
-def worker_env(jobs: int, cores: int | None = None,
-               environ: dict[str, str] | None = None) -> dict[str, str]:
+def worker_env(
+    jobs: int, cores: int | None = None, environ: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment of a local worker: the cores shared out among ``jobs`` concurrent runs.
 
     Sets ``OMP_NUM_THREADS`` to ``max(1, cores // jobs)`` (``cores``: this process's CPU
@@ -134,8 +136,12 @@ def _subprocess(run_dir: Path, jobs: int) -> str:
     with (run_dir / LOG_FILE).open("a") as log:
         log.write(f"=== cryospin grid: {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
-        rc = subprocess.run([python(), "-m", "cryospin.core.grid.worker", str(run_dir)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        rc = subprocess.run(
+            [python(), "-m", "cryospin.core.grid.worker", str(run_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        ).returncode
     state = EXIT_STATES.get(rc, "failed")
     if state == "failed" and not last_error(run_dir):
         record_error(run_dir, f"worker exited with status {rc}")
@@ -203,8 +209,12 @@ def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
     except RuntimeError as exc:  # no srun/sbatch here
         raise ConfigError(f"--launcher slurm: {exc}".splitlines()[0]) from None
     params: dict[str, Any] = {
-        "name": "cryospin-grid", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_node,
-        "cpus_per_task": opts.cpus_per_task, "tasks_per_node": 1, "nodes": 1,
+        "name": "cryospin-grid",
+        "timeout_min": opts.time_min,
+        "gpus_per_node": opts.gpus_per_node,
+        "cpus_per_task": opts.cpus_per_task,
+        "tasks_per_node": 1,
+        "nodes": 1,
         "slurm_array_parallelism": max(1, jobs),
     }
     if opts.partition:
@@ -217,9 +227,16 @@ def slurm_executor(folder: Path, opts: SlurmOptions, jobs: int) -> Any:
     return executor
 
 
-def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
-                 report: Report = _quiet, poll_s: float = 2.0,
-                 echo: Callable[[str], None] = print, executor: Any = None) -> dict[Path, str]:
+def launch_slurm(
+    dirs: list[Path],
+    out: Path,
+    opts: SlurmOptions,
+    jobs: int = 1,
+    report: Report = _quiet,
+    poll_s: float = 2.0,
+    echo: Callable[[str], None] = print,
+    executor: Any = None,
+) -> dict[Path, str]:
     """Submit the folders as one job array; with ``opts.wait`` wait and collect the outcomes.
 
     ``executor`` (from :func:`slurm_executor`) may be made beforehand, to fail early off SLURM.
@@ -231,9 +248,11 @@ def launch_slurm(dirs: list[Path], out: Path, opts: SlurmOptions, jobs: int = 1,
     job_list = executor.map_array(PointJob(), [str(d) for d in dirs])
     ids = {str(d): j.job_id for d, j in zip(dirs, job_list, strict=True)}
     atomic_write_text(Path(out) / "slurm" / "jobs.json", json.dumps(ids, indent=2) + "\n")
-    echo(f"submitted {len(job_list)} job(s): {job_list[0].job_id}"
-         + (f" .. {job_list[-1].job_id}" if len(job_list) > 1 else "")
-         + f"; logs in {Path(out) / 'slurm'}")
+    echo(
+        f"submitted {len(job_list)} job(s): {job_list[0].job_id}"
+        + (f" .. {job_list[-1].job_id}" if len(job_list) > 1 else "")
+        + f"; logs in {Path(out) / 'slurm'}"
+    )
     if not opts.wait:
         return {d: "submitted" for d in dirs}
     t0 = time.perf_counter()

@@ -101,8 +101,9 @@ def run_metrics(rec: RunRecord, target_A: float | None) -> dict[str, float | Non
     out: dict[str, float | None] = {}
     for key, _ in METRICS:
         out[key] = float(s[key]) if _num(s.get(key)) else None
-    out["time_to_target_s"] = (time_to_resolution(rec.epochs, target_A)
-                               if target_A is not None else None)
+    out["time_to_target_s"] = (
+        time_to_resolution(rec.epochs, target_A) if target_A is not None else None
+    )
     per_stage: dict[str, list[float]] = {}
     for key, val in (s.get("images_per_s") or {}).items():
         if _num(val):
@@ -128,8 +129,10 @@ def aggregate(runs: list[RunRecord], target_A: float | None) -> tuple[list[Row],
         rows.setdefault(r.label, Row(r.label, r.values, [])).runs.append(r)
     keys = [k for k, _ in METRICS]
     per_run = {id(r): run_metrics(r, target_A) for r in runs if r.summary is not None}
-    stages = sorted({k for m in per_run.values() for k in m if k.startswith(STAGE_PREFIX)},
-                    key=lambda k: ({"amortized": 0, "direct": 1}.get(k[len(STAGE_PREFIX):], 2), k))
+    stages = sorted(
+        {k for m in per_run.values() for k in m if k.startswith(STAGE_PREFIX)},
+        key=lambda k: ({"amortized": 0, "direct": 1}.get(k[len(STAGE_PREFIX) :], 2), k),
+    )
     keys += stages
     for row in rows.values():
         for k in keys:
@@ -147,7 +150,7 @@ def title_of(key: str, target_A: float | None) -> str:
             if k == "time_to_target_s" and target_A is not None:
                 return f"time to {target_A:.3g} Å (s)"
             return t
-    return f"images/s {key[len(STAGE_PREFIX):]}"
+    return f"images/s {key[len(STAGE_PREFIX) :]}"
 
 
 def cell(stat: tuple[float | None, float | None, int]) -> str:
@@ -173,17 +176,36 @@ def write_csv(path: Path, manifest: dict[str, Any], rows: list[Row], keys: list[
     axes = axis_columns(manifest, rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["point", *axes, "seeds_done", "seeds_total",
-                *[f"{k}_{s}" for k in keys for s in ("mean", "std")]])
+    w.writerow(
+        [
+            "point",
+            *axes,
+            "seeds_done",
+            "seeds_total",
+            *[f"{k}_{s}" for k in keys for s in ("mean", "std")],
+        ]
+    )
     for row in rows:
         stats = [("" if v is None else repr(v)) for k in keys for v in row.stats[k][:2]]
-        w.writerow([row.label, *[format_value(row.values[a]) if a in row.values else ""
-                                 for a in axes], row.n_done, len(row.runs), *stats])
+        w.writerow(
+            [
+                row.label,
+                *[format_value(row.values[a]) if a in row.values else "" for a in axes],
+                row.n_done,
+                len(row.runs),
+                *stats,
+            ]
+        )
     atomic_write_text(path, buf.getvalue())
 
 
-def markdown(manifest: dict[str, Any], rows: list[Row], keys: list[str],
-             target_A: float | None, notes: list[str]) -> str:
+def markdown(
+    manifest: dict[str, Any],
+    rows: list[Row],
+    keys: list[str],
+    target_A: float | None,
+    notes: list[str],
+) -> str:
     """Return the Markdown report (title, notes, table)."""
     axes = axis_columns(manifest, rows)
     head = ["point", *axes, "seeds", *[title_of(k, target_A) for k in keys]]
@@ -194,14 +216,19 @@ def markdown(manifest: dict[str, Any], rows: list[Row], keys: list[str],
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         vals = [format_value(row.values[a]) if a in row.values else "" for a in axes]
-        cells = [row.label, *vals, f"{row.n_done}/{len(row.runs)}",
-                 *[cell(row.stats[k]) for k in keys]]
+        cells = [
+            row.label,
+            *vals,
+            f"{row.n_done}/{len(row.runs)}",
+            *[cell(row.stats[k]) for k in keys],
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def rich_table(manifest: dict[str, Any], rows: list[Row], keys: list[str],
-               target_A: float | None) -> Any:
+def rich_table(
+    manifest: dict[str, Any], rows: list[Row], keys: list[str], target_A: float | None
+) -> Any:
     """Return the same table as a rich Table for the terminal."""
     from rich.table import Table
 
@@ -211,8 +238,9 @@ def rich_table(manifest: dict[str, Any], rows: list[Row], keys: list[str],
         table.add_column(c, overflow="fold")
     for row in rows:
         vals = [format_value(row.values[a]) if a in row.values else "" for a in axes]
-        table.add_row(row.label, *vals, f"{row.n_done}/{len(row.runs)}",
-                      *[cell(row.stats[k]) for k in keys])
+        table.add_row(
+            row.label, *vals, f"{row.n_done}/{len(row.runs)}", *[cell(row.stats[k]) for k in keys]
+        )
     return table
 
 
@@ -225,8 +253,11 @@ def _series(runs: list[RunRecord], key: str, cumulative_time: bool):
         if not r.epochs:
             continue
         t = np.cumsum([float(e.get("wall_time_s") or 0.0) for e in r.epochs])
-        x = t if cumulative_time else np.array([e.get("epoch", i) + 1.0
-                                                for i, e in enumerate(r.epochs)])
+        x = (
+            t
+            if cumulative_time
+            else np.array([e.get("epoch", i) + 1.0 for i, e in enumerate(r.epochs)])
+        )
         y = np.array([e[key] if _num(e.get(key)) else np.nan for e in r.epochs], dtype=float)
         if np.isfinite(y).any():
             seqs.append((x, y))
@@ -238,8 +269,15 @@ def _series(runs: list[RunRecord], key: str, cumulative_time: bool):
     return xs, ys
 
 
-def plot_metric(rows: list[Row], key: str, path: Path, cumulative_time: bool,
-                xlabel: str, ylabel: str, title: str) -> bool:
+def plot_metric(
+    rows: list[Row],
+    key: str,
+    path: Path,
+    cumulative_time: bool,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> bool:
     """One line per point (mean over seeds by epoch, band = std); ``False`` when no data."""
     import matplotlib
 
@@ -303,18 +341,38 @@ def build_report(out: Path, target_A: float | None = None, plots: bool = True) -
     write_csv(files["csv"], manifest, rows, keys)
     if plots:
         p = out / "resolution_vs_time.png"
-        if plot_metric(rows, "resolution_vs_truth_A", p, True, "training time (s)",
-                       "resolution vs truth, FSC 0.5 (Å)", "Resolution vs time (paper Fig. 3)"):
+        if plot_metric(
+            rows,
+            "resolution_vs_truth_A",
+            p,
+            True,
+            "training time (s)",
+            "resolution vs truth, FSC 0.5 (Å)",
+            "Resolution vs time (paper Fig. 3)",
+        ):
             files["resolution_vs_time"] = p
         else:
             notes.append("no per-epoch resolution vs truth: resolution_vs_time.png not drawn")
         p = out / "pose_error_per_epoch.png"
-        if plot_metric(rows, "rotation_error_median_deg", p, False, "epoch",
-                       "median rotation error (°)", "Pose error per epoch (paper Fig. 4; "
-                       "* = switch)"):
+        if plot_metric(
+            rows,
+            "rotation_error_median_deg",
+            p,
+            False,
+            "epoch",
+            "median rotation error (°)",
+            "Pose error per epoch (paper Fig. 4; * = switch)",
+        ):
             files["pose_error_per_epoch"] = p
         else:
             notes.append("no per-epoch pose error: pose_error_per_epoch.png not drawn")
     atomic_write_text(files["md"], markdown(manifest, rows, keys, target, notes))
-    return {"manifest": manifest, "rows": rows, "keys": keys, "target_A": target,
-            "files": files, "notes": notes, "states": states}
+    return {
+        "manifest": manifest,
+        "rows": rows,
+        "keys": keys,
+        "target_A": target,
+        "files": files,
+        "notes": notes,
+        "states": states,
+    }

@@ -41,8 +41,9 @@ DATA_STAMP = "grid_simulate.json"
 def has_checkpoint(run_dir: Path) -> bool:
     """Whether the run left a checkpoint (whole stack or either half-set)."""
     run_dir = Path(run_dir)
-    return any((run_dir / sub / "checkpoints" / "last.pt").is_file()
-               for sub in (".", "half1", "half2"))
+    return any(
+        (run_dir / sub / "checkpoints" / "last.pt").is_file() for sub in (".", "half1", "half2")
+    )
 
 
 def run_state(run_dir: Path) -> str:
@@ -77,7 +78,8 @@ def prepare(grid: Grid, out: Path) -> list[Path]:
                 k = diff[0]
                 raise ConfigError(
                     f"grid point {pt.key}: {run_dir} holds a run with a different '{k}' "
-                    f"({have.get(k)!r}, the grid now gives {want.get(k)!r}); use another --out")
+                    f"({have.get(k)!r}, the grid now gives {want.get(k)!r}); use another --out"
+                )
         atomic_write_text(saved, yaml.safe_dump(want, sort_keys=False))
         dirs.append(run_dir)
     write_manifest(grid, out)
@@ -92,10 +94,15 @@ def write_manifest(grid: Grid, out: Path) -> None:
             if k not in axes:
                 axes.append(k)
     manifest = {
-        "name": grid.name, "source": grid.source, "description": grid.spec.description,
-        "axes": axes, "simulate": grid.simulate,
-        "points": [{"label": p.label, "seed": p.seed, "dir": str(p.run_dir),
-                    "values": p.values} for p in grid.points],
+        "name": grid.name,
+        "source": grid.source,
+        "description": grid.spec.description,
+        "axes": axes,
+        "simulate": grid.simulate,
+        "points": [
+            {"label": p.label, "seed": p.seed, "dir": str(p.run_dir), "values": p.values}
+            for p in grid.points
+        ],
     }
     atomic_write_text(Path(out) / MANIFEST, json.dumps(manifest, indent=2, default=str) + "\n")
 
@@ -125,9 +132,11 @@ def materialise_data(block: dict[str, Any], data_dir: Path, console: Any = None)
         if have != json.loads(json.dumps(block)):
             diff = sorted(k for k in set(have) | set(block) if have.get(k) != block.get(k))
             k = diff[0] if diff else "simulate"
-            raise ConfigError(f"{data_dir} holds a stack simulated with simulate.{k} = "
-                              f"{have.get(k)!r}, the grid now gives {block.get(k)!r}; "
-                              "use another --out")
+            raise ConfigError(
+                f"{data_dir} holds a stack simulated with simulate.{k} = "
+                f"{have.get(k)!r}, the grid now gives {block.get(k)!r}; "
+                "use another --out"
+            )
         return data_dir / "particles.star"
     if data_dir.exists():
         raise ConfigError(f"{data_dir} exists but was not made by cryospin grid; use another --out")

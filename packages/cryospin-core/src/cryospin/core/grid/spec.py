@@ -76,8 +76,11 @@ GRIDS_PACKAGE = "cryospin.core.grid.grids"
 def shipped_grids() -> dict[str, Path]:
     """``{name: path}`` of the grids shipped in :mod:`cryospin.core.grid.grids`."""
     folder = resources.files(GRIDS_PACKAGE)
-    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir()
-            if p.name.endswith((".yaml", ".yml"))}
+    return {
+        Path(p.name).stem: Path(str(p))
+        for p in folder.iterdir()
+        if p.name.endswith((".yaml", ".yml"))
+    }
 
 
 def resolve_grid_path(name_or_path: str | Path) -> Path:

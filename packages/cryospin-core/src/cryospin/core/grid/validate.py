@@ -56,8 +56,11 @@ def check_files(cfg: Any, where: str, data_dir: Path | None) -> None:
     """
     for name in ("particles", "gt_map"):
         value = getattr(cfg, name)
-        if value and not Path(value).exists() and (data_dir is None
-                                                    or Path(value).parent != data_dir):
+        if (
+            value
+            and not Path(value).exists()
+            and (data_dir is None or Path(value).parent != data_dir)
+        ):
             raise ConfigError(f"{where}: field '{name}': file {value} not found")
 
 
@@ -93,5 +96,6 @@ def validate_components(point: GridPoint, data_box: int | None) -> None:
                 cls(parsed, int(box), 1.0)
             except (CryospinError, ValueError, RuntimeError) as exc:
                 msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise ConfigError(f"grid point {point.key}: field 'encoder_config' at box "
-                                  f"{box}: {msg}") from None
+                raise ConfigError(
+                    f"grid point {point.key}: field 'encoder_config' at box {box}: {msg}"
+                ) from None

@@ -11,8 +11,9 @@ from cryospin.core.so3 import random_rotations
 from cryospin.core.testing._common import check_config, check_grads, make, name_of
 
 
-def _check_slices(name: str, s: Any, shape: tuple[int, ...], dtype: torch.dtype,
-                  device: torch.device) -> None:
+def _check_slices(
+    name: str, s: Any, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> None:
     assert isinstance(s, torch.Tensor) and s.is_complex(), (
         f"{name}: slices must be a complex tensor, got {getattr(s, 'dtype', type(s))}"
     )
@@ -22,8 +23,9 @@ def _check_slices(name: str, s: Any, shape: tuple[int, ...], dtype: torch.dtype,
     assert torch.isfinite(torch.view_as_real(s)).all(), f"{name}: slices contain non-finite values"
 
 
-def check_decoder_construction(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                               config: ComponentConfig | None = None) -> None:
+def check_decoder_construction(
+    cls: type, box: int = 32, pixel_size_A: float = 4.0, config: ComponentConfig | None = None
+) -> None:
     """``cls(config, box, pixel_size_A)`` is a :class:`Decoder`."""
     name = name_of(cls)
     dec = make(cls, config, box, pixel_size_A)
@@ -33,10 +35,16 @@ def check_decoder_construction(cls: type, box: int = 32, pixel_size_A: float = 4
     )
 
 
-def check_decoder_outputs(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                          config: ComponentConfig | None = None, batch: int = 3,
-                          device: str | torch.device = "cpu", hermitian: bool = True,
-                          rtol: float = 1e-4) -> None:
+def check_decoder_outputs(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+    hermitian: bool = True,
+    rtol: float = 1e-4,
+) -> None:
     """Slice shapes for ``(B, 3, 3)`` and ``(B, M, 3, 3)``, centring, and ``to_map``.
 
     ``hermitian=False`` skips the Hermitian-symmetry rule (for a decoder of a complex map).
@@ -81,9 +89,14 @@ def check_decoder_outputs(cls: type, box: int = 32, pixel_size_A: float = 4.0,
     assert vol.device == dev, f"{name}.to_map() on {vol.device}, expected {dev}"
 
 
-def check_decoder_dtype(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                        config: ComponentConfig | None = None, batch: int = 3,
-                        device: str | torch.device = "cpu") -> None:
+def check_decoder_dtype(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """After ``.to(float64)``: complex128 slices and a float64 map (on ``device``)."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -97,9 +110,14 @@ def check_decoder_dtype(cls: type, box: int = 32, pixel_size_A: float = 4.0,
     assert vol.dtype == torch.float64, f"{name}.to_map() is {vol.dtype} after .to(float64)"
 
 
-def check_decoder_gradients(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                            config: ComponentConfig | None = None, batch: int = 3,
-                            device: str | torch.device = "cpu") -> None:
+def check_decoder_gradients(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """Check that a scalar loss of slices reaches every parameter (and the rotations)."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -117,9 +135,15 @@ def check_decoder_gradients(cls: type, box: int = 32, pixel_size_A: float = 4.0,
     )
 
 
-def check_decoder_determinism(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                              config: ComponentConfig | None = None, batch: int = 3,
-                              seed: int = 1234, device: str | torch.device = "cpu") -> None:
+def check_decoder_determinism(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    seed: int = 1234,
+    device: str | torch.device = "cpu",
+) -> None:
     """Check that the same seed and construction give the same slices and map (bit for bit)."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -136,9 +160,15 @@ def check_decoder_determinism(cls: type, box: int = 32, pixel_size_A: float = 4.
     assert torch.equal(v1, v2), f"{name}: to_map() differs under the same seed"
 
 
-def check_decoder(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                  config: ComponentConfig | None = None, batch: int = 3,
-                  device: str | torch.device = "cpu", hermitian: bool = True) -> None:
+def check_decoder(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+    hermitian: bool = True,
+) -> None:
     """Run every decoder rule (config, construction, outputs, dtype, gradients, determinism)."""
     check_config(cls)
     kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)

@@ -28,8 +28,9 @@ def _assert_rotations(name: str, rot: torch.Tensor, batch: int, m: int) -> None:
     )
 
 
-def _check_candidates(name: str, out: Any, batch: int, m: int, dtype: torch.dtype,
-                      device: torch.device) -> None:
+def _check_candidates(
+    name: str, out: Any, batch: int, m: int, dtype: torch.dtype, device: torch.device
+) -> None:
     assert isinstance(out, PoseCandidates), (
         f"{name}.forward must return PoseCandidates, got {type(out).__name__}"
     )
@@ -51,8 +52,9 @@ def _check_candidates(name: str, out: Any, batch: int, m: int, dtype: torch.dtyp
         )
 
 
-def check_encoder_construction(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                               config: ComponentConfig | None = None) -> None:
+def check_encoder_construction(
+    cls: type, box: int = 32, pixel_size_A: float = 4.0, config: ComponentConfig | None = None
+) -> None:
     """``cls(config, box, pixel_size_A)`` is an :class:`Encoder` with an ``n_candidates >= 1``."""
     name = name_of(cls)
     enc = make(cls, config, box, pixel_size_A)
@@ -64,9 +66,14 @@ def check_encoder_construction(cls: type, box: int = 32, pixel_size_A: float = 4
     )
 
 
-def check_encoder_outputs(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                          config: ComponentConfig | None = None, batch: int = 3,
-                          device: str | torch.device = "cpu") -> None:
+def check_encoder_outputs(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """Check shapes, proper rotations and shifts in train and eval mode, batch ``batch`` and 1."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -77,13 +84,19 @@ def check_encoder_outputs(cls: type, box: int = 32, pixel_size_A: float = 4.0,
         for b in (batch, 1):  # an engine's last batch may hold one image, also in training
             with torch.no_grad():
                 out = enc(random_images(b, box, 1, torch.float32).to(dev))
-            _check_candidates(f"{name} ({'train' if training else 'eval'})", out, b, m,
-                              torch.float32, dev)
+            _check_candidates(
+                f"{name} ({'train' if training else 'eval'})", out, b, m, torch.float32, dev
+            )
 
 
-def check_encoder_dtype(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                        config: ComponentConfig | None = None, batch: int = 3,
-                        device: str | torch.device = "cpu") -> None:
+def check_encoder_dtype(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """After ``.to(float64)`` the outputs are float64 (on ``device``)."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -93,9 +106,14 @@ def check_encoder_dtype(cls: type, box: int = 32, pixel_size_A: float = 4.0,
     _check_candidates(f"{name} (float64)", out, batch, enc.n_candidates, torch.float64, dev)
 
 
-def check_encoder_gradients(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                            config: ComponentConfig | None = None, batch: int = 3,
-                            device: str | torch.device = "cpu") -> None:
+def check_encoder_gradients(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """Check that a scalar loss of rotations (and shifts) reaches every parameter."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -112,9 +130,15 @@ def check_encoder_gradients(cls: type, box: int = 32, pixel_size_A: float = 4.0,
     check_grads(name, enc)
 
 
-def check_encoder_determinism(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                              config: ComponentConfig | None = None, batch: int = 3,
-                              seed: int = 1234, device: str | torch.device = "cpu") -> None:
+def check_encoder_determinism(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    seed: int = 1234,
+    device: str | torch.device = "cpu",
+) -> None:
     """Check that the same seed, construction and call give the same outputs (bit for bit)."""
     name = name_of(cls)
     dev = torch.device(device)
@@ -133,9 +157,14 @@ def check_encoder_determinism(cls: type, box: int = 32, pixel_size_A: float = 4.
         assert torch.equal(a.shifts_A, b.shifts_A), f"{name}: shifts differ under the same seed"
 
 
-def check_encoder(cls: type, box: int = 32, pixel_size_A: float = 4.0,
-                  config: ComponentConfig | None = None, batch: int = 3,
-                  device: str | torch.device = "cpu") -> None:
+def check_encoder(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
     """Run every encoder rule (config, construction, outputs, dtype, gradients, determinism)."""
     check_config(cls)
     kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)
