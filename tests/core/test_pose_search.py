@@ -80,3 +80,88 @@ def test_search_finds_the_grid_pose_the_image_was_made_from(shifted: bool) -> No
     kept, replaced = search.improve(batch, truth, torch.full((4,), -1.0), shift)
     np.testing.assert_array_equal(kept.numpy(), truth.numpy())
     assert not replaced.any()
+
+
+def test_basin_angle_is_twice_the_radius_of_a_1_over_n_ball() -> None:
+    """Haar-random rotations (scipy) fall within half the basin angle with probability ~ 1/n."""
+    from cryospin.core.engine.pose_search import basin_angle_deg
+
+    angles = np.degrees(Rotation.random(400_000, random_state=3).magnitude())
+    for n in (16, 64, 256):
+        frac = np.mean(angles < basin_angle_deg(n) / 2)
+        assert abs(frac * n - 1.0) < 0.15  # small-angle ball volume t^3 / 6 pi, MC error ~2%
+    assert basin_angle_deg(4096) == pytest.approx(19.0, abs=0.5)
+
+
+def test_search_leaves_a_pose_within_the_grid_spacing_to_local_refinement() -> None:
+    """A grid rotation with a lower loss but nearer than the basin angle does not replace."""
+    from types import SimpleNamespace
+
+    from cryospin.core.engine.data import Batch
+    from cryospin.core.engine.pose_search import GridSearch, basin_angle_deg
+
+    torch.manual_seed(4)
+    L = 16
+    dec = HartleyDecoder(HartleyDecoder.Config(init_decay=1.0), L, 3.0)
+    grid = grid_rotations(256, torch.float32)
+    truth = grid[[10, 200]]
+    ctf = torch.ones(2, L, L)
+    with torch.no_grad():
+        f = render(dec, truth[:, None], ctf)[:, 0]
+    mask = frequency_mask(L, 1.0)
+    ctx = SimpleNamespace(decoder=dec, box=L, device=torch.device("cpu"), mask=mask, loss_crop=None)
+    search = GridSearch(ctx, 256)
+    tilt = basin_angle_deg(256) / 2  # inside the basin: local refinement's job
+    near = torch.as_tensor(
+        (
+            Rotation.from_matrix(truth.double().numpy())
+            * Rotation.from_rotvec([0, 0, np.radians(tilt)])
+        ).as_matrix(),
+        dtype=torch.float32,
+    )
+    with torch.no_grad():
+        near_loss = candidate_loss(render(dec, near[:, None], ctf), f, mask)[:, 0]
+    assert (near_loss > 0).all()  # the grid rotation (the truth, loss 0) is better...
+    kept, replaced = search.improve(
+        Batch(np.arange(2), torch.zeros(2, L, L), f, ctf), near, near_loss, None
+    )
+    np.testing.assert_array_equal(kept.numpy(), near.numpy())  # ...but too near to replace
+    assert not replaced.any() and search.replaced == 0
+
+
+@pytest.mark.parametrize("stop, searched", [(0.0, [0, 1, 2]), (1.0, [0])])
+def test_search_repeats_while_the_mask_grows_until_a_pass_moves_few_particles(
+    tmp_path, stop: float, searched: list[int]
+) -> None:
+    """Random start poses: a pass before each direct epoch whose mask is below Nyquist, until
+    one moves fewer than ``search_stop`` of the particles (1.0: the first pass always does)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
+    from run_toy_data import make_dataset
+
+    from cryospin.core.engine.config import validate_config
+    from cryospin.core.engine.data import ParticleData
+    from cryospin.core.engine.trainer import Trainer
+    from cryospin.io.star import read_star
+
+    toy = make_dataset(tmp_path / "toy", n=16, box=16, snr=2.0, seed=0)
+    cfg = validate_config(
+        {
+            "stage_schedule": "direct",
+            "epochs": 4,
+            "mask_radius_start": 0.4,
+            "mask_grow_epochs": 3,
+            "switch_search": 64,
+            "search_stop": stop,
+            "batch_size": 8,
+            "progress": False,
+            "num_threads": 1,
+        }
+    )
+    tr = Trainer(cfg, ParticleData(read_star(toy["star"]), None, True), tmp_path, tmp_path / "m")
+    tr.fit()
+    recs = tr.metrics()
+    assert [r["epoch"] for r in recs if "search_time_s" in r] == searched
+    assert tr.search_epoch == searched[-1] and 0.0 <= tr.search_moved <= 1.0

@@ -69,6 +69,7 @@ def trainer_state(tr: Any) -> dict[str, Any]:
         "stage": tr.stage_name,
         "table_ready": tr.table_ready,
         "switch_epoch": tr.switch_epoch,
+        "search": [tr.search_epoch, tr.search_moved],
         "patience": tr.patience,
         "head_changes": list(tr.head_changes),
         "prev_loss": tr.prev_loss,
@@ -96,6 +97,7 @@ def restore_trainer_state(tr: Any, s: dict[str, Any]) -> None:
     tr.global_step, tr.stage_name = s["global_step"], s["stage"]
     tr.table_ready, tr.switch_epoch = s["table_ready"], s["switch_epoch"]
     tr.patience, tr.prev_loss = s["patience"], s["prev_loss"]
+    tr.search_epoch, tr.search_moved = s.get("search", [None, None])  # absent before the stop
     tr.head_changes = list(s.get("head_changes", []))  # absent before the plateau rule
     tr.decoder.load_state_dict(s["decoder"])
     tr.dec_opt.load_state_dict(s["dec_opt"])

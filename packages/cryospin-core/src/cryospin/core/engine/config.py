@@ -172,6 +172,13 @@ class RunConfig(BaseModel):
         "every particle against this many rotations covering SO(3) and keep the best where it "
         "beats the current pose (engine.pose_search; gaussian loss only); 0: off",
     )
+    search_stop: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="stop repeating the grid search once a pass moves fewer than this share of "
+        "the particles to another basin (a convergence test; 0: search while the mask grows)",
+    )
     init_poses: Literal["random", "file"] = Field(
         "random",
         description="start poses of a run without an encoder (stage_schedule: direct): random, "

@@ -30,11 +30,27 @@ from cryospin.core.engine.data import Batch
 from cryospin.core.engine.forward import render
 from cryospin.core.engine.stages import EngineContext, coarse_crop, pose_losses
 from cryospin.core.slicing import phase_ramp
-from cryospin.core.so3 import quaternion_to_rotation
+from cryospin.core.so3 import geodesic_distance_deg, quaternion_to_rotation
 
 #: Alexa's constants for super-Fibonacci spirals (CVPR 2022): sqrt(2) and the root of x^4 = x + 4
 _PHI = math.sqrt(2.0)
 _PSI = 1.533751168755204288118041
+
+
+def basin_angle_deg(n: int) -> float:
+    """Smallest move (degrees) that counts as a change of basin for an ``n``-rotation grid search.
+
+    ``2 (6 pi / n)^(1/3)`` rad: twice the radius of a geodesic ball holding ``1/n`` of SO(3)
+    (Haar volume ``(t - sin t) / pi ~ t^3 / 6 pi``), about 19° at ``n = 4096``. A grid rotation
+    nearer than this to the current pose is within the grid's own spacing: local refinement,
+    not the search, moves the pose there.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"basin_angle_deg: n must be >= 1, got {n}")
+    return math.degrees(2.0 * (6.0 * math.pi / n) ** (1.0 / 3.0))
 
 
 def grid_rotations(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -95,6 +111,7 @@ class GridSearch:
         self.grid = grid_rotations(g, torch.float32).to(ctx.device)
         ones = torch.ones(1, c, c, device=ctx.device)
         self.slices = render(ctx.decoder, self.grid[None], ones)[0]  # (G, c, c)
+        self.basin_deg = basin_angle_deg(g)
         self.replaced = 0
 
     def improve(
@@ -103,7 +120,9 @@ class GridSearch:
         """Return ``(rotations (B, 3, 3), replaced (B,) bool)``: grid rotation or ``rot``.
 
         A particle takes the best grid rotation where its loss is lower than ``loss`` (that of
-        its current pose ``rot``), and keeps ``rot`` otherwise.
+        its current pose ``rot``) and it lies farther than :func:`basin_angle_deg` from ``rot``
+        (a change of basin: nearer moves are local refinement's job, and a coarse grid rotation
+        must not undo it); it keeps ``rot`` otherwise.
         """
         ctx = self.ctx
         images = coarse_crop(ctx, batch.fimages)
@@ -112,10 +131,12 @@ class GridSearch:
             images = images * phase_ramp(shift_px.to(images.real.dtype) * (c / ctx.box), c).conj()
         mask = coarse_crop(ctx, ctx.mask)
         best, j = grid_losses(self.slices, images, coarse_crop(ctx, batch.ctf), mask).min(1)
-        better = best < loss
+        cand = self.grid[j].to(rot.dtype)
+        far = geodesic_distance_deg(cand.double(), rot.double()) > self.basin_deg
+        better = (best < loss) & far.to(best.device)
         self.replaced += int(better.sum())
         out = rot.clone()
-        out[better] = self.grid[j[better]].to(out.dtype)
+        out[better] = cand[better]
         return out, better
 
 

@@ -126,6 +126,9 @@ class Trainer:
             self.stage_name = "direct"
         self.table_ready = False
         self.switch_epoch: int | None = None
+        #: the last grid search: the epoch it ran before and the share of particles it moved
+        self.search_epoch: int | None = None
+        self.search_moved: float | None = None
         self.patience = 0
         self.head_changes: list[float | None] = []  # per amortized epoch (switch: auto)
         self.prev_loss: float | None = None
@@ -171,7 +174,16 @@ class Trainer:
         """Initialise the pose table: best encoder candidate per particle (or random poses)."""
         t0 = time.perf_counter()
         self._init_table(progress)
+        share = self.ctx.extra.get("switch_search_replaced")
+        if share is not None:  # the switch pass searched: it is this epoch's search pass
+            self._record_search(self.epoch, share)
         self.ctx.extra["switch_time_s"] = time.perf_counter() - t0
+
+    def _record_search(self, epoch: int, share: float) -> None:
+        """Record the share of all particles (all processes) moved by the pass before ``epoch``."""
+        n = len(self.data)
+        moved, total = self._reduce([share * n, float(n)])
+        self.search_epoch, self.search_moved = epoch, float(moved / max(total, 1.0))
 
     def _init_table(self, progress: Callable[[int], None] | None) -> None:
         rows = torch.as_tensor(self.data.indices)
@@ -226,21 +238,30 @@ class Trainer:
         """Direct stage, while the mask grows: the global grid search of every table pose.
 
         With ``switch_search > 0`` each direct epoch whose mask is below ``mask_radius`` starts
-        with :func:`.pose_search.search_table` at that epoch's mask (projection matching coarse
-        to fine); its share of replaced poses goes into the epoch's record.
+        with :func:`.pose_search.search_table` (projection matching coarse to fine), until a
+        pass moves fewer than ``search_stop`` of the particles to another basin (a convergence
+        test, collective over processes). The search scores on the mask of the stage's first
+        direct epoch at most (the switch's 16 shells with coarse-to-fine): the grid's spacing
+        (about 13° for 4,096 rotations) cannot tell finer detail apart, and the cost of a pass
+        stays that of the first. Its share of moved poses goes into the epoch's record.
         """
         cfg = self.cfg
         if not (cfg.switch_search and cfg.refine_poses):  # fixed (known) poses stay as given
             return
-        if self.stage_name != "direct" or not self.table_ready:
+        if self.stage_name != "direct" or not self.table_ready or self.step_in_epoch:
             return
-        if self.step_in_epoch or cfg.mask_radius_at(epoch) >= cfg.mask_radius:
+        if cfg.mask_radius_at(epoch) >= cfg.mask_radius or self.search_epoch == epoch:
+            return
+        if self.search_moved is not None and self.search_moved < cfg.search_stop:
             return
         from cryospin.core.engine.pose_search import search_table
 
-        self.ctx.set_mask(frequency_mask(self.data.box, cfg.mask_radius_at(epoch), self.device))
+        first = self.switch_epoch or 0
+        radius = min(cfg.mask_radius_at(epoch), cfg.mask_radius_at(first))
+        self.ctx.set_mask(frequency_mask(self.data.box, radius, self.device))
         t0 = time.perf_counter()
         share = search_table(self.ctx, self.data, cfg.batch_size, cfg.switch_search)
+        self._record_search(epoch, share)
         self.ctx.extra["search_replaced"] = share
         self.ctx.extra["search_time_s"] = time.perf_counter() - t0
         rows = torch.as_tensor(self.data.indices)
