@@ -22,6 +22,7 @@ class TinyEncoder(Encoder):
 
     def __init__(self, config: Config, box: int, pixel_size_A: float) -> None:
         super().__init__(config, box, pixel_size_A)
+        self.config: TinyEncoder.Config = config
         self.pool = torch.nn.AdaptiveAvgPool2d(config.pooled)
         self.linear = torch.nn.Linear(config.pooled**2, 6 * config.n_candidates)
 

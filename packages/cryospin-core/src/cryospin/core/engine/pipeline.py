@@ -168,6 +168,9 @@ def _reconstruct(
     at the start of :func:`run_reconstruction`.
     """
     t_start, started_at = started
+    particles = cfg.particles
+    if particles is None:  # open_run_stack read it; a config without one never gets here
+        raise ConfigError("no particle file: give --particles (.star, .cs or .mrcs)")
     n = len(stack)
     base = ParticleData(stack, cfg.box, cfg.invert_contrast, cache=cfg.cache_images and not dist_on)
     truth = _load_truth(cfg, stack, base.box, base.pixel_size_A)
@@ -180,7 +183,7 @@ def _reconstruct(
         else [out / "checkpoints"]
     )
     pose_files = CheckpointPoses(
-        out, cfg.particles, stack, base.pixel_size_A, base.box, ckpt_dirs
+        out, particles, stack, base.pixel_size_A, base.box, ckpt_dirs
     )  # poses.star / poses.pkl after every checkpoint (rank 0)
     if cfg.half_sets:
         halves = split_half_sets(stack, cfg.seed)
@@ -293,7 +296,7 @@ def _reconstruct(
         )
 
     io_bridge.write_map(out / "map.mrc", volume, apix)
-    write_pose_files(out, cfg.particles, stack, rotations, shifts_px, apix, box)
+    write_pose_files(out, particles, stack, rotations, shifts_px, apix, box)
     _write_fsc_csv(out / "fsc.csv", csv_cols, apix, box)
     counts = np.bincount(winners[winners >= 0], minlength=max(r.n_heads for r in results))
     usage = (counts / max(counts.sum(), 1)).tolist()
