@@ -1,7 +1,8 @@
-"""What the trainers take and hand back: the ground truth and a finished trainer's result."""
+"""What the trainer takes and hands back: the truth, the per-epoch evaluation, the result."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,3 +40,34 @@ class TrainResult:
     n_heads: int = 1
     switch_epoch: int | None = None
     epochs: int | None = None  # the resolved schedule's total (engine.schedule)
+
+
+@dataclass(frozen=True)
+class EpochState:
+    """What the per-epoch evaluation sees at the end of an epoch: arrays, never the trainer.
+
+    Attributes:
+        epoch: the finished epoch (0-based).
+        indices: ``(n,)`` int64 global indices of the particles evaluated (in one process all of
+            them; with several processes those gathered for evaluation).
+        rotations: ``(n, 3, 3)`` float64 current poses (RELION ``A``) of those particles.
+        shifts_px: ``(n, 2)`` float64 current content shifts in pixels of the working box, or
+            ``None`` when the run does not estimate shifts.
+        pixel_size_A: pixel size of the working box (Å).
+        volume: returns the current map ``(L, L, L)`` (real space, ``[z, y, x]``, float32, CPU);
+            called only by an evaluation that needs it (it costs an inverse 3D FFT).
+        with_map: the schedule asks for map metrics this epoch (``eval_every``).
+    """
+
+    epoch: int
+    indices: np.ndarray
+    rotations: np.ndarray
+    shifts_px: np.ndarray | None
+    pixel_size_A: float
+    volume: Callable[[], torch.Tensor]
+    with_map: bool
+
+
+#: The per-epoch evaluation: an :class:`EpochState` in, JSON-friendly metrics out (merged into
+#: the epoch's ``metrics.jsonl`` record; ``{}`` without a truth).
+EpochEvaluator = Callable[[EpochState], dict[str, Any]]
