@@ -18,14 +18,18 @@ abstract-interface and concrete-leaf design.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from cryospin.core.engine.data import Batch, ParticleData
+    from cryospin.core.engine.stages import EngineContext
     from cryospin.core.particles import ParticleStack
 
 
@@ -118,13 +122,88 @@ class Decoder(torch.nn.Module, ABC):
         """Return the full real-space map ``(L, L, L)`` indexed ``[z, y, x]``, float."""
 
 
-class PoseStage(ABC):
-    """A pose-inference stage of the training engine (e.g. ``amortized``, ``direct``).
+@dataclass
+class StepResult:
+    """Outcome of one :meth:`PoseStage.train_step` on a batch of ``B`` images.
 
-    The engine (:mod:`cryospin.core.engine`) defines the methods a stage provides; see there.
+    Attributes:
+        loss: the batch's loss (the value optimised).
+        rotations: ``(B, 3, 3)`` on the CPU: each image's pose after the step (RELION A).
+        winners: ``(B,)`` the winning candidate per image, or ``None`` (one candidate).
+        shifts_px: ``(B, 2)`` on the CPU: each image's shift ``(x, y)`` in pixels, or ``None``.
     """
 
+    loss: float
+    rotations: torch.Tensor
+    winners: np.ndarray | None = None
+    shifts_px: torch.Tensor | None = None
+
+
+class PoseStage(ABC):
+    """A pose-inference stage of the training engine, playing one role of the stage schedule.
+
+    The run configuration names the registered stage of each role (``amortized_stage``,
+    ``direct_stage``; :func:`cryospin.core.engine.stages.build_stages`). The engine calls
+    :meth:`setup` when the stage starts (or resumes), :meth:`train_step` once per batch, and
+    saves :meth:`state_dict` in every checkpoint. ``ctx`` is the
+    :class:`~cryospin.core.engine.stages.EngineContext` (models, optimisers, pose table, mask)
+    and ``batch`` a :class:`~cryospin.core.engine.data.Batch`. The amortized role also needs the
+    hand-over at the switch: a :class:`CandidateStage`.
+
+    Subclasses set the class variables ``name`` and ``Config`` (a :class:`ComponentConfig`, the
+    stage's own settings: ``<role>_stage_config`` in the run configuration).
+    """
+
+    name: ClassVar[str]
     Config: ClassVar[type[ComponentConfig]]
+
+    def __init__(self, config: ComponentConfig | None = None) -> None:
+        self.config = self.Config() if config is None else config
+
+    @abstractmethod
+    def setup(self, ctx: EngineContext) -> None:
+        """Prepare the stage when it starts or resumes (e.g. set learning rates)."""
+
+    @abstractmethod
+    def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
+        """One optimisation step on ``batch``; returns the loss and the batch's new poses."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Return the stage's own state for checkpoints (models, optimisers, table excluded).
+
+        Tensors come back on the CPU. In a multi-process run rank 0's state is saved and every
+        rank loads it, so it must be the same on every rank: per-particle state belongs in the
+        pose table.
+        """
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; called on resume after :meth:`setup`."""
+
+
+class CandidateStage(PoseStage):
+    """A stage that can play the amortized role: it hands its poses over at the switch."""
+
+    @abstractmethod
+    def best_candidates(
+        self,
+        ctx: EngineContext,
+        data: ParticleData,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+        search: int = 0,
+    ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, np.ndarray]:
+        """One pass over ``data`` (no training): each particle's best pose, for the pose table.
+
+        ``progress(n)`` is called after each batch of ``n`` images; ``search = G > 0`` asks the
+        stage to also try ``G`` grid rotations per particle
+        (:mod:`cryospin.core.engine.pose_search`).
+
+        Returns:
+            ``(global indices (n,), rotations (n, 3, 3), shifts_px (n, 2) or None,
+            winning candidate (n,))``, tensors on the CPU.
+        """
 
 
 class ImageSource(ABC):

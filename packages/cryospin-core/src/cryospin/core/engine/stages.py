@@ -1,16 +1,8 @@
 """The two pose stages, registered as ``pose_stage`` plugins: ``amortized`` and ``direct``.
 
-A stage provides (the protocol the trainer uses):
-
-* ``setup(ctx)`` - called when the stage starts (or resumes): builds what it needs;
-* ``train_step(ctx, batch) -> StepResult`` - one optimisation step on a batch;
-* ``state_dict()`` / ``load_state_dict(state)`` - its own state for checkpoints (the shared
-  models, optimisers and pose table are checkpointed by the trainer). The trainer saves every
-  stage's ``state_dict()`` in each checkpoint (key ``stages``) and, on resume, calls
-  ``load_state_dict`` after the current stage's ``setup`` (not at all for a checkpoint written
-  before stage states were saved). Tensors in it come back on the CPU. In a multi-process run
-  rank 0's state is saved and every rank loads it, so it must be the same on every rank:
-  per-particle state belongs in the pose table.
+The protocol (setup, train step, state, the hand-over at the switch) is declared by
+:class:`cryospin.core.interfaces.PoseStage` and :class:`~cryospin.core.interfaces.CandidateStage`;
+:func:`build_stages` builds the stage of each role named by the run configuration.
 
 ``amortized`` (paper Sec. 4.1): the encoder proposes ``M`` candidates per image; each is rendered
 (slice, CTF, shift) and the loss is the per-image minimum (winner-takes-all, Eq. 6). Encoder and
@@ -26,6 +18,7 @@ fixed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +28,8 @@ import torch
 from cryospin.core.engine.data import Batch, ParticleData, fourier_crop
 from cryospin.core.engine.forward import candidate_loss, render, winner_takes_all
 from cryospin.core.engine.pose_table import PoseTable
-from cryospin.core.interfaces import ComponentConfig, PoseStage
+from cryospin.core.errors import ConfigError
+from cryospin.core.interfaces import CandidateStage, ComponentConfig, PoseStage, StepResult
 
 
 @dataclass
@@ -79,16 +73,6 @@ class EngineContext:
         if self.encoder is None or self.enc_opt is None:
             raise RuntimeError("the amortized stage needs an encoder and its optimiser")
         return self.encoder, self.enc_opt
-
-
-@dataclass
-class StepResult:
-    """Outcome of a step: loss, winning head per image, final rotations and shifts (pixels)."""
-
-    loss: float
-    rotations: torch.Tensor  # (B, 3, 3) cpu
-    winners: np.ndarray | None = None
-    shifts_px: torch.Tensor | None = None  # (B, 2) cpu
 
 
 class _NoConfig(ComponentConfig):
@@ -148,7 +132,7 @@ def encoder_images(ctx: EngineContext, batch: Batch) -> torch.Tensor:
     return batch.images if ctx.crop is None else fourier_crop(batch.images, ctx.crop)
 
 
-class AmortizedStage(PoseStage):
+class AmortizedStage(CandidateStage):
     """Encoder + winner-takes-all over its candidates (auto-encoding).
 
     With ``ctx.crop`` set the encoder sees Fourier-cropped images (:func:`encoder_images`); the
@@ -224,7 +208,7 @@ class AmortizedStage(PoseStage):
         ctx: EngineContext,
         data: ParticleData,
         batch_size: int,
-        progress: Any = None,
+        progress: Callable[[int], None] | None = None,
         search: int = 0,
     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor | None, np.ndarray]:
         """One pass over ``data`` with the frozen encoder: each particle's best candidate.
@@ -305,6 +289,7 @@ class DirectStage(PoseStage):
         table = ctx.table
         use_shift = bool(ctx.cfg.shifts)
         for _ in range(ctx.cfg.pose_steps if ctx.cfg.refine_poses else 0):
+            table.touch(rows)  # pose_optimizer: dense: skipped steps, fold (pose_table)
             omega = table.omega[rows].clone().to(ctx.device).requires_grad_(True)
             shift = (
                 table.shift[rows].clone().to(ctx.device).requires_grad_(True) if use_shift else None
@@ -336,3 +321,37 @@ class DirectStage(PoseStage):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """No own state."""
+
+
+#: the roles of the stage schedule: the stage class each needs and the config field naming it
+ROLES: dict[str, tuple[type[PoseStage], str]] = {
+    "amortized": (CandidateStage, "amortized_stage"),
+    "direct": (PoseStage, "direct_stage"),
+}
+
+
+def build_stages(cfg: Any, registry: Any) -> dict[str, Any]:
+    """Build the stage of each role: ``{"amortized": CandidateStage, "direct": PoseStage}``.
+
+    Role ``r``'s stage is the ``pose_stage`` registered under ``cfg.<r>_stage``, built with its
+    ``Config`` validated from ``cfg.<r>_stage_config``.
+
+    Raises:
+        PluginError: no pose stage is registered under that name (the message lists them).
+        ConfigError: the stage cannot play the role (the amortized role needs a
+            :class:`~cryospin.core.interfaces.CandidateStage`), or its config is invalid.
+    """
+    from cryospin.core.engine.config import validate_component_config
+
+    stages: dict[str, Any] = {}
+    for role, (base, field_name) in ROLES.items():
+        name = getattr(cfg, field_name)
+        cls = registry.get("pose_stage", name)
+        if not issubclass(cls, base):
+            raise ConfigError(
+                f"{field_name}: pose stage '{name}' cannot play the {role} role "
+                f"(it is not a {base.__name__})"
+            )
+        conf = getattr(cfg, f"{field_name}_config")
+        stages[role] = cls(validate_component_config(cls, conf, f"{field_name}_config"))
+    return stages

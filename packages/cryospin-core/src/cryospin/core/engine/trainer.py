@@ -29,7 +29,7 @@ from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.results import TrainResult, Truth
 from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
-from cryospin.core.engine.stages import EngineContext
+from cryospin.core.engine.stages import EngineContext, build_stages
 from cryospin.core.errors import ConfigError
 
 
@@ -93,7 +93,11 @@ class Trainer:
             self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
         self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
         self.table = PoseTable(
-            self.n_total, cfg.lr_pose, cfg.lr_shift, (cfg.pose_betas[0], cfg.pose_betas[1])
+            self.n_total,
+            cfg.lr_pose,
+            cfg.lr_shift,
+            (cfg.pose_betas[0], cfg.pose_betas[1]),
+            optimizer=cfg.pose_optimizer,
         )
         self.ctx = EngineContext(
             cfg,
@@ -109,9 +113,7 @@ class Trainer:
             crop=self.crop,
         )
         self.ctx.set_mask(self.ctx.mask)
-        self.stages = {
-            name: self.registry.get("pose_stage", name)() for name in ("amortized", "direct")
-        }
+        self.stages = build_stages(cfg, self.registry)
         self.n_heads = int(self.encoder.n_candidates) if self.encoder is not None else 1
         # loop state
         self.epoch = 0
