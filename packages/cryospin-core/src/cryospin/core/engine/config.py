@@ -205,6 +205,12 @@ class RunConfig(BaseModel):
     lr_pose: float = Field(0.05, gt=0, description="rad per Adam step scale")
     lr_shift: float = Field(0.1, gt=0, description="pixels per Adam step scale")
     pose_betas: tuple[float, float] = (0.9, 0.999)
+    pose_optimizer: Literal["sparse", "dense"] = Field(
+        "sparse",
+        description="direct stage's pose optimiser: sparse: per-particle Adam moments kept from "
+        "visit to visit; dense: the paper code's Adam over the whole table (moments decay and "
+        "poses drift between visits, each step folded into R0), at the same O(batch) cost",
+    )
 
     loss: Literal["gaussian", "l1"] = "gaussian"
     mask_radius: float = Field(1.0, gt=0, le=1.5, description="fraction of Nyquist")

@@ -93,7 +93,11 @@ class Trainer:
             self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
         self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
         self.table = PoseTable(
-            self.n_total, cfg.lr_pose, cfg.lr_shift, (cfg.pose_betas[0], cfg.pose_betas[1])
+            self.n_total,
+            cfg.lr_pose,
+            cfg.lr_shift,
+            (cfg.pose_betas[0], cfg.pose_betas[1]),
+            optimizer=cfg.pose_optimizer,
         )
         self.ctx = EngineContext(
             cfg,
