@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryospin.core.engine import ops
+from cryospin.core.ctf import ctf_from_params
 from cryospin.core.errors import InputError
+from cryospin.core.fourier import fft2_centered, radius_grid
 from cryospin.core.particles import ParticleStack
 
 #: Preprocessed stacks up to this size are kept in memory (``cache_images``); larger ones are
@@ -118,7 +119,7 @@ class ParticleData:
         self.indices = (np.arange(len(stack)) if subset is None else np.asarray(subset)).astype(
             np.int64
         )
-        r = ops.radius_grid(self.box)
+        r = radius_grid(self.box, 2)
         self._bg = r >= self.box / 2
         self._cache: torch.Tensor | None = None
         self.noise_std = noise_std if noise_std is not None else self._estimate_noise()
@@ -159,8 +160,8 @@ class ParticleData:
     def batch(self, gidx: np.ndarray, device: torch.device | str = "cpu") -> Batch:
         """Assemble a :class:`Batch` for global indices ``gidx``."""
         img = self.images(gidx).to(device)
-        ctf = ops.compute_ctf(self.stack.ctf.subset(gidx), self.box, self.pixel_size_A).to(device)
-        return Batch(np.asarray(gidx), img, ops.fft2_centered(img), ctf)
+        ctf = ctf_from_params(self.stack.ctf.subset(gidx), self.box, self.pixel_size_A).to(device)
+        return Batch(np.asarray(gidx), img, fft2_centered(img), ctf)
 
     def order(self, seed: int, epoch: int) -> np.ndarray:
         """Global indices in the (seeded) order of ``epoch``."""

@@ -21,14 +21,15 @@ from typing import Any
 
 import torch
 
-from cryospin.core.engine import ops
+from cryospin.core.fourier import radius_grid
+from cryospin.core.slicing import phase_ramp
 
 
 def frequency_mask(
     box: int, radius_frac: float, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Boolean ``(L, L)`` disc of radius ``radius_frac * L / 2`` Fourier pixels about DC."""
-    return (ops.radius_grid(box) <= radius_frac * box / 2).to(device)
+    return (radius_grid(box, 2) <= radius_frac * box / 2).to(device)
 
 
 def render(
@@ -60,7 +61,7 @@ def render(
     slices = flat.reshape(b, m, c, c)
     pred = slices * ctf[:, None].to(slices.real.dtype)
     if shifts_px is not None:
-        pred = pred * ops.phase_ramp(shifts_px.to(slices.real.dtype) * (c / full), c)
+        pred = pred * phase_ramp(shifts_px.to(slices.real.dtype) * (c / full), c)
     return pred
 
 
