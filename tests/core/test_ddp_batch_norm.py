@@ -45,9 +45,9 @@ def test_cpu_models_keep_per_rank_batch_norm_and_train(group):
     enc, dec = _encoder(), torch.nn.Linear(3, 1)
     assert ddp.has_batch_norm(enc) and not ddp.has_batch_norm(dec)
     bn = enc[1]
-    ctx = SimpleNamespace(encoder=enc, decoder=dec, extra={})
+    ctx = SimpleNamespace(encoder=enc, decoder=dec, pose_decoder=None)
     inner = ddp.wrap_models(ctx, ddp.WeightState(weight=1.0), torch.device("cpu"))
-    assert inner is enc and ctx.extra["local_decoder"] is dec
+    assert inner is enc and ctx.pose_decoder is dec
     assert isinstance(ctx.encoder, DDP) and isinstance(ctx.decoder, DDP)
     assert type(enc[1]) is torch.nn.BatchNorm2d and enc[1] is bn  # not converted on CPU
     x = torch.randn(5, 1, 6, 6)

@@ -12,8 +12,8 @@
   there (DDP raises ``ValueError: SyncBatchNorm layers only work with GPU modules``, the layer
   itself ``SyncBatchNorm expected input tensor to be on GPU or XPU``), so on CPU with gloo each
   rank normalises with its own batch's statistics and keeps its own running statistics;
-* :class:`ShardedDirectStage` runs the direct stage's per-particle pose steps on the plain decoder
-  (nothing to all-reduce) and its volume steps through DDP.
+* the plain decoder stays in ``ctx.pose_decoder``: the direct stage's per-particle pose steps
+  run on it (nothing to all-reduce), its volume steps through DDP.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from cryospin.core.engine.stages import DirectStage, EngineContext
+from cryospin.core.engine.stages import EngineContext
 
 
 @dataclasses.dataclass
@@ -50,17 +50,6 @@ def weighted_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]  # n
     return fut.then(lambda f: f.value()[0])
 
 
-class ShardedDirectStage(DirectStage):
-    """:class:`DirectStage` whose pose steps use the plain decoder, volume steps the DDP one."""
-
-    def _pred(self, ctx, batch, rows, omega, shift):  # type: ignore[no-untyped-def]
-        local = ctx.extra.get("local_decoder")
-        pose_step = omega.requires_grad or (shift is not None and shift.requires_grad)
-        if pose_step and local is not None:
-            ctx = dataclasses.replace(ctx, decoder=local)
-        return super()._pred(ctx, batch, rows, omega, shift)
-
-
 def has_batch_norm(module: torch.nn.Module) -> bool:
     """Whether ``module`` holds a batch-norm layer (any ``torch.nn`` ``BatchNorm*d``)."""
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
@@ -71,7 +60,7 @@ def wrap_models(
 ) -> torch.nn.Module | None:
     """Put DDP-wrapped decoder and encoder into ``ctx`` (collective); return the inner encoder.
 
-    ``ctx.extra["local_decoder"]`` keeps the plain decoder (for :class:`ShardedDirectStage`).
+    ``ctx.pose_decoder`` keeps the plain decoder (the direct stage's pose steps use it).
     On CUDA, the encoder's batch-norm layers become :class:`torch.nn.SyncBatchNorm` (same
     parameters and running buffers, so optimisers built on them stay valid); on CPU they stay
     per-rank (module docstring). Buffers are not broadcast (``broadcast_buffers=False``); a
@@ -91,7 +80,7 @@ def wrap_models(
                 encoder, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True
             )
     ddp_dec.register_comm_hook(hook_state, weighted_allreduce_hook)
-    ctx.extra["local_decoder"] = ctx.decoder
+    ctx.pose_decoder = ctx.decoder
     ctx.decoder = ddp_dec
     if ddp_enc is not None:
         ddp_enc.register_comm_hook(hook_state, weighted_allreduce_hook)

@@ -22,7 +22,6 @@ from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine import ddp, sharding
 from cryospin.core.engine.ops import geodesic_distance_deg
 from cryospin.core.engine.process_group import barrier, rank, world_size
-from cryospin.core.engine.stages import DirectStage
 from cryospin.core.engine.trainer import Trainer, TrainResult, Truth
 
 #: particles (at most) whose poses are gathered on rank 0 for the per-epoch metrics vs truth
@@ -79,8 +78,6 @@ class DistributedTrainer(Trainer):
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.n_total = len(self.data)  # local rows: table and per-particle arrays are O(N / G)
         super()._build()
-        if type(self.stages["direct"]) is DirectStage:
-            self.stages["direct"] = ddp.ShardedDirectStage()
         self.hook_state = ddp.WeightState()
         self.comm_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         if self.world > 1:

@@ -19,7 +19,7 @@ fixed).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,9 @@ class EngineContext:
     crop: int | None = None
     #: smallest crop holding ``mask`` (:func:`mask_crop`), ``None``: the full box; set with it
     loss_crop: int | None = None
+    #: the plain decoder when ``decoder`` is a DDP wrapper (:func:`.ddp.wrap_models`): per-particle
+    #: pose steps use it (their gradients are not all-reduced); ``None``: use ``decoder``
+    pose_decoder: torch.nn.Module | None = None
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Use the boolean ``(L, L)`` frequency ``mask`` and the crop that holds it."""
@@ -280,6 +283,9 @@ class DirectStage(PoseStage):
         omega: torch.Tensor,
         shift: torch.Tensor | None,
     ) -> torch.Tensor:
+        pose_step = omega.requires_grad or (shift is not None and shift.requires_grad)
+        if pose_step and ctx.pose_decoder is not None:
+            ctx = replace(ctx, decoder=ctx.pose_decoder)
         rot = ctx.table.rotations(rows, omega)[:, None]
         return pose_losses(ctx, batch, rot, None if shift is None else shift[:, None])[:, 0]
 
