@@ -16,9 +16,54 @@ import pytest
 from click.testing import CliRunner
 
 from cryospin.core import registry as reg
+from cryospin.core.errors import InputError
 from cryospin.core.registry import KINDS, PluginError, get_registry
 
-HEADER = "from cryospin.core.hookspecs import hookimpl\n"
+HEADER = """from cryospin.core.hookspecs import hookimpl
+from cryospin.core import interfaces as itf
+
+
+class Enc(itf.Encoder):
+    Config = itf.ComponentConfig
+    n_candidates = 1
+
+    def forward(self, images):
+        raise NotImplementedError
+
+
+class Dec(itf.Decoder):
+    Config = itf.ComponentConfig
+
+    def forward(self, rotations):
+        raise NotImplementedError
+
+    def to_map(self):
+        raise NotImplementedError
+
+
+class Stage(itf.PoseStage):
+    Config = itf.ComponentConfig
+    name = "fake"
+
+    def setup(self, ctx):
+        pass
+
+    def train_step(self, ctx, batch):
+        raise NotImplementedError
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class Source(itf.ImageSource):
+    suffixes = (".fake",)
+
+    def read(self, path, datadir=None, **options):
+        raise NotImplementedError
+"""
 
 
 class FakeDists:
@@ -54,7 +99,7 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDists]
 ENCODER_X = """
 @hookimpl
 def register_encoders(register):
-    register("{name}", object())
+    register("{name}", Enc)
 """
 
 
@@ -95,7 +140,7 @@ def test_same_name_in_different_kinds_is_allowed(fake: FakeDists) -> None:
         """
     @hookimpl
     def register_decoders(register):
-        register("multihead", object())
+        register("multihead", Dec)
     """,
     )
     r = get_registry(refresh=True)
@@ -184,19 +229,19 @@ def test_cli_plugins_lists_every_kind(fake: FakeDists) -> None:
         """
     @hookimpl
     def register_encoders(register):
-        register("ak-encoder", object())
+        register("ak-encoder", Enc)
 
     @hookimpl
     def register_decoders(register):
-        register("ak-decoder", object())
+        register("ak-decoder", Dec)
 
     @hookimpl
     def register_pose_stages(register):
-        register("ak-stage", object())
+        register("ak-stage", Stage)
 
     @hookimpl
     def register_image_sources(register):
-        register("ak-source", object())
+        register("ak-source", Source())
     """,
         version="4.5.6",
     )
@@ -211,3 +256,122 @@ def test_cli_plugins_lists_every_kind(fake: FakeDists) -> None:
         assert name in result.output
     rows = [line for line in result.output.splitlines() if "ak-stage" in line]
     assert rows and "fake-allkinds" in rows[0] and "4.5.6" in rows[0]
+
+
+@pytest.mark.parametrize(
+    ("hook", "obj", "expected"),
+    [
+        (
+            "register_pose_stages",
+            "object()",
+            "not a subclass of cryospin.core.interfaces.PoseStage",
+        ),
+        ("register_pose_stages", "itf.PoseStage", "does not implement load_state_dict, setup"),
+        ("register_pose_stages", "Enc", "not a subclass of cryospin.core.interfaces.PoseStage"),
+        ("register_encoders", "Stage", "not a subclass of cryospin.core.interfaces.Encoder"),
+        ("register_decoders", "object", "not a subclass of cryospin.core.interfaces.Decoder"),
+        ("register_image_sources", "Source", "not an instance of cryospin.core.interfaces"),
+        ("register_image_sources", "object()", "not an instance of cryospin.core.interfaces"),
+    ],
+)
+def test_a_component_that_is_not_its_kind_is_refused_naming_the_plugin(
+    fake: FakeDists, hook: str, obj: str, expected: str
+) -> None:
+    fake.add("fake-wrong", f"@hookimpl\ndef {hook}(register):\n    register('odd', {obj})\n")
+    with pytest.raises(PluginError) as err:
+        get_registry(refresh=True)
+    msg = str(err.value)
+    assert "plugin fake-wrong:plugin" in msg and "'odd'" in msg and expected in msg
+
+
+def test_a_stage_without_a_name_is_refused(fake: FakeDists) -> None:
+    fake.add(
+        "fake-noname",
+        """
+    class NoName(Stage):
+        name = None
+
+    @hookimpl
+    def register_pose_stages(register):
+        register("noname", NoName)
+    """,
+    )
+    with pytest.raises(PluginError, match="fake-noname:plugin .* no class attribute name"):
+        get_registry(refresh=True)
+
+
+@pytest.mark.parametrize("suffixes", ["()", "('star',)", "('.STAR2',)"])
+def test_bad_suffixes_are_refused(fake: FakeDists, suffixes: str) -> None:
+    fake.add(
+        "fake-suffix",
+        f"""
+    class Bad(Source):
+        suffixes = {suffixes}
+
+    @hookimpl
+    def register_image_sources(register):
+        register("bad", Bad())
+    """,
+    )
+    with pytest.raises(PluginError, match="fake-suffix:plugin .* suffixes must be lower case"):
+        get_registry(refresh=True)
+
+
+def test_a_suffix_claimed_twice_names_both_sources(fake: FakeDists) -> None:
+    fake.add(
+        "fake-star",
+        """
+    class Star(Source):
+        suffixes = (".star",)
+
+    @hookimpl
+    def register_image_sources(register):
+        register("mystar", Star())
+    """,
+    )
+    with pytest.raises(PluginError) as err:
+        get_registry(refresh=True)
+    msg = str(err.value)
+    assert "'mystar' (fake-star)" in msg and "(cryospin-io)" in msg and ".star" in msg
+
+
+def test_source_for_takes_the_longest_suffix_whatever_the_case(fake: FakeDists) -> None:
+    fake.add(
+        "fake-long",
+        """
+    class Long(Source):
+        suffixes = (".b.star",)
+
+    @hookimpl
+    def register_image_sources(register):
+        register("long", Long())
+    """,
+    )
+    r = get_registry(refresh=True)
+    long, star = r.get("image_source", "long"), r.get("image_source", "relion-star")
+    assert r.source_for("/d/x.B.STAR") is long and r.source_for("x.b.star") is long
+    assert r.source_for("x.Star") is star and r.source_for("x.a.star") is star
+    assert r.source_for("x.MRCS") is r.source_for("y.mrc") is r.get("image_source", "mrc-stack")
+    with pytest.raises(InputError, match="no image source reads '.txt' files; known: .b.star"):
+        r.source_for("x.txt")
+    with pytest.raises(InputError, match="reads 'star' files"):
+        r.source_for("star")  # the name alone, no suffix
+
+
+def test_provider_is_a_source_that_overrides_the_method(fake: FakeDists) -> None:
+    fake.add(
+        "fake-read-only",
+        """
+    @hookimpl
+    def register_image_sources(register):
+        register("aaa-first-by-name", Source())
+    """,
+    )
+    r = get_registry(refresh=True)
+    first = r.get("image_source", "aaa-first-by-name")
+    assert not first.provides("read_map")
+    with pytest.raises(NotImplementedError, match="does not read maps"):
+        first.read_map(Path("x.mrc"))
+    assert r.provider("read_map") is r.get("image_source", "cryosparc-cs")
+    with pytest.raises(ValueError, match="not an optional"):
+        r.provider("read")

@@ -207,14 +207,85 @@ class CandidateStage(PoseStage):
 
 
 class ImageSource(ABC):
-    """Reads particle stacks of one file format (chosen by suffix) and writes poses back to it."""
+    """Reads particle files of one format, chosen by suffix, and the I/O services core uses.
 
-    suffixes: ClassVar[tuple[str, ...]] = ()
+    Core never imports an I/O plugin: it finds the source of a particle file with
+    :meth:`cryospin.core.registry.Registry.source_for` (the longest registered suffix the file's
+    lower-case name ends with) and the source of a service with
+    :meth:`~cryospin.core.registry.Registry.provider` (:mod:`cryospin.core.engine.io_bridge`).
+    A source must set ``suffixes`` and implement :meth:`read`; every other method is optional:
+    it is provided when the subclass overrides it (:meth:`provides`), else it raises
+    :class:`NotImplementedError`. :meth:`default_invert` defaults to ``False`` (no inversion).
+    """
+
+    #: lower-case file-name endings this source reads, e.g. ``(".star",)``
+    suffixes: ClassVar[tuple[str, ...]]
+    #: the methods a source may provide, beyond :meth:`read` and :meth:`default_invert`
+    OPTIONAL: ClassVar[tuple[str, ...]] = (
+        "write_poses",
+        "read_map",
+        "write_map",
+        "write_poses_pkl",
+        "measure_contrast",
+    )
+
+    @classmethod
+    def provides(cls, method: str) -> bool:
+        """Whether this source implements the optional ``method`` (one of :attr:`OPTIONAL`)."""
+        if method not in ImageSource.OPTIONAL:
+            raise ValueError(f"'{method}' is not an optional ImageSource method")
+        return getattr(cls, method) is not getattr(ImageSource, method)
 
     @abstractmethod
-    def read(self, path: Path, datadir: Path | None = None) -> ParticleStack:
+    def read(self, path: Path, datadir: Path | None = None, **options: Any) -> ParticleStack:
         """Open ``path`` as a lazily loaded :class:`ParticleStack`.
+
+        ``options`` are source-specific (cryospin-io: ``stack``, ``images``); a caller passes
+        only options it sets.
 
         Raises:
             cryospin.core.errors.InputError: the file is malformed (message names file and field).
         """
+
+    def default_invert(self, stack: ParticleStack) -> bool:
+        """Whether ``stack`` needs contrast inversion for the forward model (default ``False``).
+
+        The forward model predicts protein-dark images (docs/CONVENTIONS.md item 13).
+        """
+        return False
+
+    def write_poses(
+        self, path: Path, stack: ParticleStack, rotations: np.ndarray, shifts_A: np.ndarray
+    ) -> None:
+        """Write ``stack``'s particle file in this format with new poses, other columns kept.
+
+        ``rotations`` ``(N, 3, 3)`` (RELION A), ``shifts_A`` ``(N, 2)`` ``(x, y)`` in Å.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not write poses")
+
+    def read_map(self, path: Path) -> tuple[np.ndarray, float]:
+        """Read a cubic map: ``(volume (D, D, D) [z, y, x], voxel size in Å)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not read maps")
+
+    def write_map(self, path: Path, volume: np.ndarray, voxel_size_A: float) -> None:
+        """Write a real-space map ``(D, D, D)`` ``[z, y, x]`` with its voxel size (Å)."""
+        raise NotImplementedError(f"{type(self).__name__} does not write maps")
+
+    def write_poses_pkl(
+        self,
+        path: Path,
+        rotations: np.ndarray,
+        shifts_A: np.ndarray,
+        pixel_size_A: float,
+        box: int,
+    ) -> None:
+        """Write a cryoDRGN ``poses.pkl``: rotations ``(N, 3, 3)``, shifts ``(N, 2)`` in Å."""
+        raise NotImplementedError(f"{type(self).__name__} does not write poses.pkl")
+
+    def measure_contrast(self, stack: ParticleStack) -> tuple[float, float]:
+        """Measure the contrast of ``stack``: ``(mean, t)``, mean > 0 when protein-bright.
+
+        ``mean``: centre minus background of a sample of images, in background standard
+        deviations; ``t``: its t-value.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not measure contrast")

@@ -6,22 +6,27 @@ load; others load unless the environment variable ``CRYOSPIN_PLUGINS`` is set, i
 the comma-separated distribution names it lists load (``CRYOSPIN_PLUGINS=""`` loads none).
 
 Errors: :class:`PluginError` for a duplicate component name (naming both distributions), an
-unknown component name (listing the known ones), a plugin module that fails to import, a
-misspelled hook (pluggy ``check_pending``), or a ``register_*`` function of a plugin module that
-lacks the ``@hookimpl`` marker (pluggy alone would silently ignore it).
+unknown component name (listing the known ones), a component that is not what its kind declares
+in :mod:`cryospin.core.interfaces` (naming the plugin), a suffix two image sources claim, a plugin
+module that fails to import, a misspelled hook (pluggy ``check_pending``), or a ``register_*``
+function of a plugin module that lacks the ``@hookimpl`` marker (pluggy alone would silently
+ignore it).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import pluggy
 
 from cryospin.core import hookspecs
-from cryospin.core.errors import CryospinError
+from cryospin.core.errors import CryospinError, InputError
+from cryospin.core.interfaces import ComponentConfig, Decoder, Encoder, ImageSource, PoseStage
 
 KINDS = {
     "encoder": "register_encoders",
@@ -33,6 +38,13 @@ BUILTIN_DISTRIBUTIONS = frozenset(
     {"cryospin-core", "cryospin-io", "cryospin-encoders", "cryospin-decoders"}
 )
 ENV_VAR = "CRYOSPIN_PLUGINS"
+#: what each kind registers: a concrete subclass (an instance for image sources) of the type
+BASES: dict[str, type] = {
+    "encoder": Encoder,
+    "decoder": Decoder,
+    "pose_stage": PoseStage,
+    "image_source": ImageSource,
+}
 
 
 class PluginError(CryospinError):
@@ -74,7 +86,12 @@ class Registry:
         return sorted(self.components.get(kind, {}))
 
     def add(self, component: Component) -> None:
-        """Add ``component``; raises :class:`PluginError` if its kind already has its name."""
+        """Add ``component``.
+
+        Raises:
+            PluginError: its kind already has its name, or (image sources) another source
+                claims one of its suffixes; both messages name both distributions.
+        """
         table = self.components.setdefault(component.kind, {})
         if component.name in table:
             other = table[component.name]
@@ -82,7 +99,78 @@ class Registry:
                 f"{component.kind} '{component.name}' is registered twice: by "
                 f"{other.distribution} and by {component.distribution}"
             )
+        if component.kind == "image_source":
+            for other in table.values():
+                shared = set(other.obj.suffixes) & set(component.obj.suffixes)
+                if shared:
+                    raise PluginError(
+                        f"image sources '{other.name}' ({other.distribution}) and "
+                        f"'{component.name}' ({component.distribution}) both read "
+                        f"{', '.join(sorted(shared))} files"
+                    )
         table[component.name] = component
+
+    def source_for(self, path: str | Path) -> ImageSource:
+        """Return the image source that reads ``path``.
+
+        The one rule: the source with the longest registered suffix that the file's lower-case
+        name ends with (suffixes are unique across sources).
+
+        Raises:
+            InputError: no source reads the file (the message lists the known suffixes).
+        """
+        name = Path(path).name.lower()
+        sources = [c.obj for c in self.components.get("image_source", {}).values()]
+        matches = [(len(s), src) for src in sources for s in src.suffixes if name.endswith(s)]
+        if matches:
+            return max(matches, key=lambda m: m[0])[1]
+        known = ", ".join(sorted(s for src in sources for s in src.suffixes)) or "none"
+        suffix = Path(path).suffix.lower() or Path(path).name
+        raise InputError(f"{path}: no image source reads '{suffix}' files; known: {known}")
+
+    def provider(self, method: str) -> ImageSource:
+        """Return the first image source (by name) providing the optional ``method``.
+
+        Raises:
+            CryospinError: no registered source provides it.
+        """
+        for name in self.names("image_source"):
+            source: ImageSource = self.get("image_source", name)
+            if source.provides(method):
+                return source
+        raise CryospinError(f"no installed image source provides {method} (install cryospin-io)")
+
+
+def check_component(kind: str, name: str, obj: Any, plugin: str) -> None:
+    """Check that ``obj`` is what ``kind`` declares (:data:`BASES`), else name the plugin.
+
+    Encoders, decoders and pose stages are concrete subclasses of their base with a ``Config``
+    (a :class:`~cryospin.core.interfaces.ComponentConfig`); a pose stage also has a ``name``.
+    An image source is an instance of :class:`~cryospin.core.interfaces.ImageSource` whose
+    ``suffixes`` are non-empty, lower case and start with a dot.
+
+    Raises:
+        PluginError: the message names the plugin, the kind, the name and what is wrong.
+    """
+    base = BASES[kind]
+    what = f"plugin {plugin} registers {kind} '{name}' as {obj!r}"
+    if kind == "image_source":
+        suffixes = getattr(obj, "suffixes", ())
+        if not isinstance(obj, base):
+            raise PluginError(f"{what}: not an instance of {base.__module__}.{base.__name__}")
+        if not suffixes or any(not s.startswith(".") or s != s.lower() for s in suffixes):
+            raise PluginError(f"{what}: suffixes must be lower case and start with '.'")
+        return
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise PluginError(f"{what}: not a subclass of {base.__module__}.{base.__name__}")
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(getattr(obj, "__abstractmethods__", ())))
+        raise PluginError(f"{what}: it does not implement {missing}")
+    config = getattr(obj, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, ComponentConfig)):
+        raise PluginError(f"{what}: its Config is not a ComponentConfig subclass")
+    if kind == "pose_stage" and not isinstance(getattr(obj, "name", None), str):
+        raise PluginError(f"{what}: it has no class attribute name (a str)")
 
 
 def _allowed(distribution: str) -> bool:
@@ -142,28 +230,38 @@ def load_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str]:
+def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str, str]:
+    """``(plugin name, distribution, version)`` of a registered plugin."""
     name = pm.get_name(plugin) or "unknown:unknown"
     dist = name.split(":", 1)[0]
     try:
         version = metadata.version(dist)
     except metadata.PackageNotFoundError:
         version = "unknown"
-    return dist, version
+    return name, dist, version
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
     """Call every ``register_*`` hook implementation and collect the components it registers.
 
     Raises:
-        PluginError: two plugins register the same name for one kind.
+        PluginError: two plugins register the same name for one kind, or a component is not
+            what its kind declares (:func:`check_component`).
     """
     registry = Registry(manager=pm)
     for kind, hook_name in KINDS.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
-            dist, version = _distribution_of(pm, impl.plugin)
+            plugin, dist, version = _distribution_of(pm, impl.plugin)
 
-            def register(name: str, obj: Any, _k: str = kind, _d: str = dist, _v: str = version):
+            def register(
+                name: str,
+                obj: Any,
+                _k: str = kind,
+                _p: str = plugin,
+                _d: str = dist,
+                _v: str = version,
+            ) -> None:
+                check_component(_k, name, obj, _p)
                 registry.add(Component(_k, name, obj, _d, _v))
 
             impl.function(register=register)

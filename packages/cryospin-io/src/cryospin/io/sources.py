@@ -1,8 +1,10 @@
 """The built-in image sources (registered in :mod:`cryospin.io.plugin`) and :func:`open_particles`.
 
-Each source reads one family of files, chosen by suffix; :func:`open_particles` looks the suffix
-up in the component registry, so a third-party plugin adds a format by registering an
-:class:`~cryospin.core.interfaces.ImageSource` with its own suffixes.
+Each source reads one family of files, chosen by suffix; :func:`open_particles` asks the
+component registry for the file's source (:meth:`cryospin.core.registry.Registry.source_for`), so
+a third-party plugin adds a format by registering an :class:`~cryospin.core.interfaces.ImageSource`
+with its own suffixes. The three built-in sources also provide every optional service of the
+interface (maps, ``poses.pkl``, contrast), through :class:`CryospinIOSource`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from cryospin.core.interfaces import ImageSource
 from cryospin.core.particles import CTFParams, ParticleStack
 
 
-class _MapsAndPkl:
-    """Optional methods the engine's I/O bridge (``cryospin.core.engine.io_bridge``) looks for."""
+class CryospinIOSource(ImageSource):
+    """cryospin-io's implementation of the optional services of an :class:`ImageSource`."""
 
     def read_map(self, path: Path) -> tuple[np.ndarray, float]:
         """Read a cubic map: :func:`cryospin.io.mrc.read_map`."""
@@ -58,7 +60,7 @@ class _MapsAndPkl:
         return measure_contrast(stack)
 
 
-class RelionStarSource(_MapsAndPkl, ImageSource):
+class RelionStarSource(CryospinIOSource):
     """RELION STAR particle files (3.0 to 5); see :mod:`cryospin.io.star`."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".star",)
@@ -78,7 +80,7 @@ class RelionStarSource(_MapsAndPkl, ImageSource):
         write_star(path, stack, rotations, shifts_A)
 
 
-class CryosparcSource(_MapsAndPkl, ImageSource):
+class CryosparcSource(CryospinIOSource):
     """cryoSPARC ``.cs`` particle files; see :mod:`cryospin.io.cryosparc`."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".cs",)
@@ -98,7 +100,7 @@ class CryosparcSource(_MapsAndPkl, ImageSource):
         write_cs(path, stack, rotations, shifts_A)
 
 
-class MrcStackSource(_MapsAndPkl, ImageSource):
+class MrcStackSource(CryospinIOSource):
     """A bare MRC stack: images and pixel size from the header, no CTF (all NaN), no poses."""
 
     suffixes: ClassVar[tuple[str, ...]] = (".mrcs", ".mrc")
@@ -159,19 +161,11 @@ def open_particles(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    registry = get_registry()
-    suffix = path.suffix.lower()
-    for name in registry.names("image_source"):
-        source = registry.get("image_source", name)
-        if suffix in source.suffixes:
-            # Only non-default options: a third-party source may implement just the
-            # interface's read(path, datadir).
-            options: dict[str, object] = {}
-            if not images:
-                options["images"] = False
-            if stack is not None:
-                options["stack"] = Path(stack)
-            return source.read(path, Path(datadir) if datadir else None, **options)
-    sources = [registry.get("image_source", n) for n in registry.names("image_source")]
-    known = sorted({s for source in sources for s in source.suffixes})
-    raise InputError(f"{path}: no image source reads '{suffix}' files; known: {', '.join(known)}")
+    source = get_registry().source_for(path)
+    # Only non-default options: a third-party source may implement just read(path, datadir).
+    options: dict[str, object] = {}
+    if not images:
+        options["images"] = False
+    if stack is not None:
+        options["stack"] = Path(stack)
+    return source.read(path, Path(datadir) if datadir else None, **options)
