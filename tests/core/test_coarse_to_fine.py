@@ -112,7 +112,7 @@ def test_a_run_trains_the_amortized_stage_on_the_crop_then_the_full_box(tmp_path
     sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
     from run_toy_data import make_dataset
 
-    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.run import run_reconstruction
 
     toy = make_dataset(tmp_path / "toy", n=32, box=24, snr=2.0, seed=0)
     cfg = validate_config(
@@ -145,7 +145,7 @@ def test_known_pose_reconstruction_keeps_the_file_poses(tmp_path) -> None:
     sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
     from run_toy_data import make_dataset
 
-    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.run import run_reconstruction
 
     toy = make_dataset(tmp_path / "toy", n=24, box=16, snr=2.0, seed=3, max_shift_px=1.5)
     cfg = validate_config(

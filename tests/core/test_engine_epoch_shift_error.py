@@ -21,10 +21,10 @@ from scipy.spatial.transform import Rotation
 
 from cryospin.core.engine.config import validate_config
 from cryospin.core.engine.data import ParticleData, open_stack
-from cryospin.core.engine.pipeline import _load_truth
 from cryospin.core.engine.report import epoch_metrics
 from cryospin.core.engine.results import Truth
 from cryospin.core.engine.trainer import Trainer
+from cryospin.core.run.context import load_truth
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from run_toy_data import make_dataset  # noqa: E402
@@ -111,7 +111,7 @@ def test_trainer_logs_the_shift_error_of_its_current_shifts(tmp_path):
     )
     stack = open_stack(toy["star"])
     data = ParticleData(stack, cache=True)
-    truth = _load_truth(cfg, stack, data.box, data.pixel_size_A)
+    truth = load_truth(cfg, stack, data.box, data.pixel_size_A)
     # the STAR origins are the simulator's content shifts negated
     np.testing.assert_allclose(
         truth.shifts_A, toy["shifts_px"].numpy() * toy["pixel_size_A"], atol=1e-4
@@ -135,7 +135,7 @@ def test_trainer_logs_the_shift_error_of_its_current_shifts(tmp_path):
 
 
 def test_summary_reports_the_shift_error_only_when_the_run_estimates_shifts(tmp_path):
-    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.run import run_reconstruction
 
     toy = make_dataset(tmp_path / "toy", n=24, box=16, snr=5.0, seed=5, max_shift_px=2.0)
     for shifts in (True, False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cryospin.core.engine.config import validate_config
-from cryospin.core.engine.pipeline import setup_torch
+from cryospin.core.run.train import setup_torch
 
 
 def test_num_threads_default_leaves_torch_alone_and_a_value_is_applied():

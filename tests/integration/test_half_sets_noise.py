@@ -3,7 +3,7 @@
 Two things inflated the half-map FSC where the data say nothing: both halves started from the same
 random map and encoder weights (one seed), and the alignment of half 2 onto half 1 was scored on
 the very Fourier coefficients the FSC is then computed on. Each half now has its own seed
-(:func:`cryospin.core.engine.pipeline.half_set_seeds`) and the FSC uses coefficients held out of
+(:func:`cryospin.core.run.train.half_set_seeds`) and the FSC uses coefficients held out of
 the alignment (:func:`cryospin.core.evaluation.fsc_eval.half_map_fsc`).
 """
 
@@ -96,7 +96,7 @@ def test_noise_half_maps_do_not_correlate(noise_run):
 
 def test_half_seeds_are_recorded_and_differ(noise_run):
     """Each half's seed is derived from the run seed and recorded; config.yaml keeps the run's."""
-    from cryospin.core.engine.pipeline import half_set_seeds
+    from cryospin.core.run.train import half_set_seeds
 
     summary = json.loads((noise_run / "summary.json").read_text())
     assert summary["half_seeds"] == list(half_set_seeds(3))

@@ -110,8 +110,8 @@ def test_every_run_option_shows_an_example():
 
 
 def test_ind_reads_a_cryodrgn_pickle_and_rejects_bad_indices(tmp_path):
-    from cryospin.core.engine.inputs import load_indices
     from cryospin.core.errors import InputError
+    from cryospin.core.run.inputs import load_indices
 
     pkl = tmp_path / "ind.pkl"
     pkl.write_bytes(pickle.dumps(np.array([4, 1, 9], dtype=np.int64)))  # cryodrgn filter output
@@ -147,7 +147,7 @@ def test_dark_stack_without_a_choice_stops_naming_the_flag(toy, tmp_path, capsys
 
 def test_a_chosen_inversion_that_contradicts_the_images_warns(toy):
     from cryospin.core.engine.data import open_stack
-    from cryospin.core.engine.inputs import check_contrast
+    from cryospin.core.run.inputs import check_contrast
 
     stack = open_stack(toy["star"])  # protein-bright
     with pytest.warns(UserWarning, match="protein-bright .* inversion is off as chosen"):

@@ -113,7 +113,7 @@ def demo(
     """Simulate, reconstruct, print the accuracy against the truth."""
     from cryospin.core.engine.checkpoint import StopRequested
     from cryospin.core.engine.config import validate_config
-    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.run import run_reconstruction
 
     root = Path(out)
     data = root / "data"

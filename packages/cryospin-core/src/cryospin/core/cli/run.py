@@ -216,9 +216,9 @@ def _reconstruct(cfg: Any, out: Path, resume: bool, overwrite: bool = False) -> 
     """Run :func:`run_reconstruction`; report the start, a stop or an error, and the summary."""
     from cryospin.core import __version__
     from cryospin.core.engine.checkpoint import StopRequested
-    from cryospin.core.engine.pipeline import run_reconstruction
     from cryospin.core.engine.report import command_line
     from cryospin.core.engine.run_log import event
+    from cryospin.core.run import run_reconstruction
 
     started = "resumed" if resume else "started"
     event(f"cryospin {__version__} {started}: {command_line()}", on_terminal=False)

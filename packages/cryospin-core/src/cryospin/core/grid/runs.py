@@ -160,7 +160,7 @@ def execute_point(run_dir: Path, console: Any = None) -> str:
     """
     from cryospin.core.engine.checkpoint import StopRequested
     from cryospin.core.engine.config import load_yaml, validate_config
-    from cryospin.core.engine.pipeline import run_reconstruction
+    from cryospin.core.run import run_reconstruction
 
     run_dir = Path(run_dir)
     err = run_dir / ERROR_FILE
