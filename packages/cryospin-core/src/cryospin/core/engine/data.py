@@ -50,42 +50,21 @@ def open_stack(path: str | Path, datadir: str | Path | None = None, **options) -
     path = Path(path)
     if not path.exists():
         raise InputError(f"particle file not found: {path}")
-    registry = get_registry()
-    name = path.name.lower()
-    for src_name in registry.names("image_source"):
-        src = registry.get("image_source", src_name)
-        if any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
-            return src.read(path, Path(datadir) if datadir else None, **options)
-    known = sorted(
-        {
-            s
-            for n in registry.names("image_source")
-            for s in getattr(registry.get("image_source", n), "suffixes", ())
-        }
-    )
-    raise InputError(
-        f"no image source reads {path.name} (known suffixes: {', '.join(known) or 'none'})"
-    )
+    source = get_registry().source_for(path)
+    return source.read(path, Path(datadir) if datadir else None, **options)
 
 
 def default_invert(stack: ParticleStack) -> bool:
     """Whether to invert the contrast of ``stack`` by default (docs/CONVENTIONS.md item 13).
 
     The forward model ``CTF * projection`` (:mod:`cryospin.core.ctf`, ``CTF(0) = -w``) predicts
-    protein-dark images. The registered image source that reads the stack's suffix decides through
-    its ``default_invert(stack)`` (cryospin-io: RELION ``.star`` invert, cryoSPARC ``.cs`` from
-    ``blob/sign``, bare MRC no); a source without one means no inversion.
+    protein-dark images. The image source that reads the stack's file decides through its
+    ``default_invert(stack)`` (cryospin-io: RELION ``.star`` invert, cryoSPARC ``.cs`` from
+    ``blob/sign``, bare MRC no; :class:`~cryospin.core.interfaces.ImageSource`: no).
     """
     from cryospin.core.registry import get_registry
 
-    reg = get_registry()
-    name = Path(str(stack.path)).name.lower()
-    for src_name in reg.names("image_source"):
-        src = reg.get("image_source", src_name)
-        fn = getattr(src, "default_invert", None)
-        if callable(fn) and any(name.endswith(s.lower()) for s in getattr(src, "suffixes", ())):
-            return bool(fn(stack))
-    return False
+    return bool(get_registry().source_for(str(stack.path)).default_invert(stack))
 
 
 def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:

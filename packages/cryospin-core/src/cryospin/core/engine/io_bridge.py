@@ -1,8 +1,9 @@
 """Reading and writing maps and poses through the registered I/O components.
 
 Core never imports an I/O plugin. It asks the registered image sources (``registry`` kind
-``image_source``) for these methods and uses the first source that has one (cryospin-io provides
-them all):
+``image_source``) for these optional methods of :class:`~cryospin.core.interfaces.ImageSource`
+and uses the first source, by name, that provides one (cryospin-io provides them all;
+:meth:`~cryospin.core.registry.Registry.provider`):
 
 * ``read_map(path) -> (volume (D, D, D) [z, y, x], voxel_size_A)``
 * ``write_map(path, volume, voxel_size_A)``
@@ -26,25 +27,26 @@ import numpy as np
 from cryospin.core.errors import CryospinError
 
 
-def _find(method: str, suffix: str | None = None) -> Callable[..., Any]:
+def _find(method: str, path: Path | None = None) -> Callable[..., Any]:
+    """Return ``method`` of the first source providing it, or of the source reading ``path``."""
     from cryospin.core.registry import get_registry
 
-    reg = get_registry()
-    for name in reg.names("image_source"):
-        obj = reg.get("image_source", name)
-        if suffix is not None and suffix not in getattr(obj, "suffixes", ()):
-            continue
-        fn = getattr(obj, method, None)
-        if callable(fn):
-            return fn
-    where = f" for '{suffix}' files" if suffix else ""
-    raise CryospinError(f"no installed image source provides {method}{where} (install cryospin-io)")
+    if path is None:
+        return getattr(get_registry().provider(method), method)
+    source = get_registry().source_for(path)
+    if not source.provides(method):
+        raise CryospinError(f"the image source of {path.name} does not provide {method}")
+    return getattr(source, method)
 
 
-def provides(method: str, suffix: str | None = None) -> bool:
-    """Whether an installed image source provides ``method`` (for ``suffix`` files, if given)."""
+def provides(method: str, path: str | Path | None = None) -> bool:
+    """Whether an installed image source provides ``method``.
+
+    With ``path`` (a file name, or a bare suffix such as ``".star"``): whether the source that
+    reads such files does.
+    """
     try:
-        _find(method, suffix)
+        _find(method, None if path is None else Path(path))
     except CryospinError:
         return False
     return True
@@ -65,7 +67,7 @@ def write_map(path: str | Path, volume: np.ndarray, voxel_size_A: float) -> None
 def write_poses(path: str | Path, stack: Any, rotations: np.ndarray, shifts_A: np.ndarray) -> None:
     """Write a particle file (format by suffix): poses ``(N, 3, 3)``, origins ``(N, 2)`` in Å."""
     path = Path(path)
-    _find("write_poses", path.suffix)(path, stack, rotations, shifts_A)
+    _find("write_poses", path)(path, stack, rotations, shifts_A)
 
 
 def write_poses_pkl(
