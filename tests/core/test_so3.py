@@ -25,6 +25,7 @@ from cryospin.core.so3 import (
     hat,
     inplane_rotation,
     log_map,
+    project_so3,
     quaternion_to_rotation,
     random_rotations,
     relion_euler_to_rotation,
@@ -406,6 +407,43 @@ def test_geodesic_distance_broadcasts_and_has_finite_gradient() -> None:
     rr = r1.clone().requires_grad_()
     geodesic_distance_deg(rr, r1).sum().backward()
     assert rr.grad is not None and torch.isfinite(rr.grad).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Nearest rotation
+# --------------------------------------------------------------------------------------------
+
+
+def test_project_so3_is_scipys_least_squares_alignment() -> None:
+    """``project_so3(sum a_i b_i^T)`` is the rotation taking ``b_i`` onto ``a_i`` (scipy)."""
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 40, 6, 3))
+    m = np.einsum("kia,kib->kab", a, b)  # (40, 3, 3) sum_i a_i b_i^T
+    assert (np.linalg.det(m) < 0).sum() >= 10  # the determinant fix is exercised
+    got = project_so3(m)  # batched
+    assert got.shape == (40, 3, 3) and got.dtype == np.float64
+    assert_rotation(torch.from_numpy(got))
+    for k in range(len(m)):
+        ref = Rotation.align_vectors(a[k], b[k])[0].as_matrix()
+        np.testing.assert_allclose(got[k], ref, atol=1e-10)
+        np.testing.assert_array_equal(project_so3(m[k]), got[k])  # one matrix = the batch's row
+
+
+@PROPS
+@given(rotations(), vec3)
+def test_project_so3_keeps_the_rotation_of_a_polar_product(
+    r: torch.Tensor, w: torch.Tensor
+) -> None:
+    """``R P`` with ``P`` symmetric positive definite projects to ``R``; ``R`` itself is kept."""
+    q = Rotation.from_rotvec(w.numpy()).as_matrix()
+    p = q @ np.diag([3.0, 1.5, 0.2]) @ q.T
+    np.testing.assert_allclose(project_so3(r.numpy() @ p), r.numpy(), atol=1e-10)
+    np.testing.assert_allclose(project_so3(r.float()), r.numpy(), atol=1e-6)  # CPU tensors too
+
+
+def test_project_so3_rejects_other_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3, 3\) matrices, got shape \(3, 4\)"):
+        project_so3(np.zeros((3, 4)))
 
 
 # --------------------------------------------------------------------------------------------

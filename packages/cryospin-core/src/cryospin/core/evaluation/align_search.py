@@ -20,7 +20,7 @@ from cryospin.core.evaluation.map_ops import (
     sample,
     translation_search,
 )
-from cryospin.core.so3 import quaternion_to_rotation
+from cryospin.core.so3 import project_so3, quaternion_to_rotation
 from cryospin.core.so3._common import _rot_y, _rot_z
 
 __all__ = ["Level", "hopf_grid", "sphere_directions"]
@@ -58,12 +58,6 @@ def hopf_grid(n_directions: int = 192, n_inplane: int = 24) -> np.ndarray:
 def _increment(omega: torch.Tensor) -> torch.Tensor:
     """Rotation of the normalised quaternion ``(1, omega / 2)``: ``~exp(omega)``, smooth at 0."""
     return quaternion_to_rotation(torch.cat([torch.ones(1, dtype=omega.dtype), 0.5 * omega]))
-
-
-def _project_so3(m: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 class Level:
@@ -138,6 +132,6 @@ class Level:
         )
         x = res.x if res.fun <= fun(x0)[0] else x0
         with torch.no_grad():
-            r = _project_so3((_increment(torch.as_tensor(x[:3] / lever)) @ r0).numpy())
+            r = project_so3((_increment(torch.as_tensor(x[:3] / lever)) @ r0).numpy())
         t_new = np.asarray(x[3:], dtype=np.float64)
         return r, t_new, self.score_np(r, t_new)

@@ -37,7 +37,8 @@ Algorithm (inspired by the paper's ``utils/rot_calc_error.py``, which tries 1000
 references with and without flip): for each hand, candidate alignments ``Q = H(A_est,k)^T A_true,k``
 from up to ``n_candidates`` particles are scored by the median geodesic error over up to ``n_score``
 particles; the best is then refined by trimmed chordal-L2 (Procrustes, SVD) fits on the particles
-with the smallest errors, kept only while the median error decreases. Everything is float64 numpy.
+with the smallest errors (nearest rotation: :func:`cryospin.core.so3.project_so3`), kept only while
+the median error decreases. Everything is float64 numpy.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import numpy as np
 import torch
 
 from cryospin.core.evaluation.point_group import PointGroup, detect_point_group_cached
-from cryospin.core.so3 import geodesic_distance_deg
+from cryospin.core.so3 import geodesic_distance_deg, project_so3
 
 __all__ = [
     "FLIP",
@@ -113,13 +114,6 @@ def geodesic_deg(r1: np.ndarray, r2: np.ndarray) -> np.ndarray:
 
 def _angle_from_trace(tr: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(0.5 * (tr - 1.0), -1.0, 1.0)))
-
-
-def _project_so3(m: np.ndarray) -> np.ndarray:
-    """Nearest rotation (Frobenius) to a 3x3 matrix: polar factor with ``det = +1``."""
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return u @ np.diag([1.0, 1.0, d]) @ vt
 
 
 @dataclass(frozen=True)
@@ -197,7 +191,7 @@ def _best_for_hand(
     best_median = float(np.median(err))
     for _ in range(n_refine):
         keep = err <= np.median(err)  # the better half: trimmed Procrustes
-        q_new = _project_so3(m[keep].sum(0))
+        q_new = project_so3(m[keep].sum(0))
         err_new = errors(q_new)
         med_new = float(np.median(err_new))
         if med_new >= best_median - 1e-12:
@@ -279,7 +273,7 @@ def _cluster_center(rots: np.ndarray, tol_deg: float = 15.0) -> tuple[np.ndarray
     counts = (np.einsum("kab,nab->kn", rots[cands], rots) > limit).sum(axis=1)
     best = int(np.argmax(counts))  # the first of equal counts, as in the seeded draw order
     near = np.einsum("ab,nab->n", rots[cands[best]], rots) > limit
-    return _project_so3(rots[near].sum(0)), int(counts[best])
+    return project_so3(rots[near].sum(0)), int(counts[best])
 
 
 def _largest_cluster_alignment(
@@ -325,7 +319,7 @@ def _group_alignment(
         keep = err <= np.median(err)
         # H_i R^T ~ T_i g_i  =>  R^T ~ H_i^T T_i g_i = (g_i^T M_i)^T
         mates = np.swapaxes(ops[best[keep]], -1, -2) @ m[keep]
-        r_new = _project_so3(np.swapaxes(mates, -1, -2).sum(0)).T
+        r_new = project_so3(np.swapaxes(mates, -1, -2).sum(0)).T
         err_new, best_new = errors(r_new)
         if np.median(err_new) >= np.median(err) - 1e-12:
             break

@@ -2,7 +2,8 @@
 
 Every function accepts any number of leading batch dimensions, float32 or float64, on any device,
 and is differentiable by autograd (gradients stay finite at the singular points: zero angle for the
-exponential and logarithm maps, gimbal lock for Euler angles).
+exponential and logarithm maps, gimbal lock for Euler angles). The exception is
+:func:`project_so3`, batched float64 numpy for the (numpy) evaluation code.
 
 Conventions (see ``interfaces.py`` and ``docs/CONVENTIONS.md`` items 7, 8 and 10):
 
@@ -20,8 +21,8 @@ Conventions (see ``interfaces.py`` and ``docs/CONVENTIONS.md`` items 7, 8 and 10
 
 Modules: :mod:`~cryospin.core.so3.lie` (hat/vee, exp/log, S2S2),
 :mod:`~cryospin.core.so3.quaternion`, :mod:`~cryospin.core.so3.metric` (random rotations, angles,
-distances, in-plane rotations) and
-:mod:`~cryospin.core.so3.conventions` (RELION, cryoSPARC); import everything from here.
+distances, in-plane rotations), :mod:`~cryospin.core.so3.nearest` (:func:`project_so3`, the nearest
+rotation) and :mod:`~cryospin.core.so3.conventions` (RELION, cryoSPARC); import all from here.
 
 Source: paper Supp. A (S2S2 to rotation; Rodrigues with Taylor expansions near zero); RELION
 ``src/euler.cpp`` (``Euler_angles2matrix``, ``Euler_matrix2angles``); cryoDRGN
@@ -43,6 +44,7 @@ from cryospin.core.so3.metric import (
     random_rotations,
     rotation_angle,
 )
+from cryospin.core.so3.nearest import project_so3
 from cryospin.core.so3.quaternion import quaternion_to_rotation, rotation_to_quaternion
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "rotation_angle",
     "geodesic_distance_deg",
     "inplane_rotation",
+    "project_so3",
     "relion_euler_to_rotation",
     "rotation_to_relion_euler",
     "cryosparc_pose_to_rotation",
