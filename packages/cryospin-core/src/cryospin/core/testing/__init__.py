@@ -1,5 +1,8 @@
 """Contract tests that every encoder and decoder must pass, importable by third-party plugins.
 
+Pose stages and image sources have their own checks: :mod:`cryospin.core.testing.stages`
+(``check_pose_stage``) and :mod:`cryospin.core.testing.sources` (``check_image_source``).
+
 Each ``check_*`` function raises :class:`AssertionError` with a message that names the component
 and the broken rule, so it works under pytest or from a plain script. Two ways to use it from a
 plugin's test file::
