@@ -1,19 +1,13 @@
-"""Plugin hook specifications (pluggy), in the ``register(name, obj)`` callback style.
+"""Plugin hooks (pluggy), one per kind of component.
 
-A plugin is a module named by an entry point in the ``cryospin`` group, e.g. in its
-``pyproject.toml``::
+A plugin is a module named by a ``cryospin`` entry point::
 
     [project.entry-points.cryospin]
     my_plugin = "my_package.plugin"
 
-whose functions are decorated with :data:`hookimpl` and named after the hooks below. Each hook is
-called once, when the registry is first built (:func:`cryospin.core.registry.get_registry`), with a
-``register`` callback; the plugin calls it once per component it provides. Names must be unique
-within a kind across all plugins: a duplicate raises :class:`cryospin.core.registry.PluginError`
-naming both distributions. A module function whose name starts with ``register_`` but matches no
-hook below is rejected (pluggy ``check_pending``), so a misspelled hook fails loudly.
-
-Source: the hookspec pattern of simonw/llm (``llm/hookspecs.py``), adapted to component kinds.
+whose ``@hookimpl`` functions call ``register(name, obj)`` once per component. What each kind
+of component must be is declared in :mod:`cryospin.core.interfaces` and enforced when the
+registry is built (:mod:`cryospin.core.registry`). Source: simonw/llm's ``hookspecs.py``.
 """
 
 from __future__ import annotations
@@ -32,45 +26,24 @@ Register = Callable[[str, Any], None]
 
 @hookspec
 def register_encoders(register: Register) -> None:
-    """Register encoder classes: ``register(name, cls)``.
-
-    ``cls`` subclasses :class:`cryospin.core.interfaces.Encoder` and declares a pydantic ``Config``.
-    Called once when the registry is built. Returns nothing.
-    """
+    """Register encoder classes (:class:`~cryospin.core.interfaces.Encoder` subclasses)."""
 
 
 @hookspec
 def register_decoders(register: Register) -> None:
-    """Register decoder classes: ``register(name, cls)``.
-
-    ``cls`` subclasses :class:`cryospin.core.interfaces.Decoder` and declares a pydantic ``Config``.
-    Called once when the registry is built. Returns nothing.
-    """
+    """Register decoder classes (:class:`~cryospin.core.interfaces.Decoder` subclasses)."""
 
 
 @hookspec
 def register_pose_stages(register: Register) -> None:
-    """Register pose-inference stages: ``register(name, cls)``.
-
-    ``cls`` subclasses :class:`cryospin.core.interfaces.PoseStage` (e.g. ``amortized``, ``direct``).
-    Called once when the registry is built. Returns nothing.
-    """
+    """Register pose-stage classes (:class:`~cryospin.core.interfaces.PoseStage` subclasses)."""
 
 
 @hookspec
 def register_image_sources(register: Register) -> None:
-    """Register particle-stack readers/writers: ``register(name, obj)``.
-
-    ``obj`` is an instance of :class:`cryospin.core.interfaces.ImageSource`; its ``suffixes``
-    (e.g. ``(".star",)``) decide which files it opens. Called once when the registry is built.
-    Returns nothing.
-    """
+    """Register image sources (:class:`~cryospin.core.interfaces.ImageSource` instances)."""
 
 
 @hookspec
 def register_commands(cli: Any) -> None:
-    """Add subcommands to the ``cryospin`` click group: ``cli.add_command(command)``.
-
-    Called once when the command-line interface starts, before arguments are parsed.
-    Returns nothing.
-    """
+    """Add subcommands to the ``cryospin`` click group: ``cli.add_command(command)``."""
