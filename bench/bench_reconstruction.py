@@ -42,8 +42,8 @@ from typing import Any
 
 import yaml
 
-from cryospin.core.grid.collect import RunRecord, read_epochs
-from cryospin.core.grid.report import Row, plot_metric
+from cryospin.grid.collect import RunRecord, read_epochs
+from cryospin.grid.report import Row, plot_metric
 
 MULTIHEAD_HARTLEY = {"encoder": "multihead", "decoder": "hartley"}
 #: ``paper``: the paper's training values with the default (CPU-sized) encoder; ``cpu``: the

@@ -203,7 +203,7 @@ def work_seconds(folder: Path) -> float | None:
     the evaluation against the truth (``eval_time_s``), which a user's run does not do, is left
     out, as are start-up and the final writes (seconds).
     """
-    from cryospin.core.grid.collect import read_epochs
+    from cryospin.grid.collect import read_epochs
 
     recs = read_epochs(folder)
     if not recs:
@@ -273,8 +273,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def plot(d: Dataset, root: Path) -> None:
     """Resolution vs training time (paper Fig. 3) of the default run and the ceiling."""
-    from cryospin.core.grid.collect import RunRecord, read_epochs
-    from cryospin.core.grid.report import Row, plot_metric
+    from cryospin.grid.collect import RunRecord, read_epochs
+    from cryospin.grid.report import Row, plot_metric
 
     rows = []
     for kind in ("default", "ceiling"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the local virtual environment .venv and install every cryospin package
-# editable, with every optional extra (plots: healpy, slurm: submitit, tensorboard) so that the
+# editable, with every optional extra (plots: healpy, tensorboard; grid[slurm]: submitit) so the
 # tests cover them, and the test and development tools. Safe to run repeatedly.
 # (Users install with `pip install .` at the repository root: see README.md.)
 set -euo pipefail
@@ -13,4 +13,4 @@ PY=${PYTHON:-python3}
   -e packages/cryospin-core -e packages/cryospin-io \
   -e packages/cryospin-encoders -e packages/cryospin-decoders \
   -e examples/cryospin-example-plugin \
-  -e "packages/cryospin-core[test,plots,slurm,tensorboard]"
+  -e "packages/cryospin-core[test,plots,tensorboard]" -e "packages/cryospin-grid[slurm]"

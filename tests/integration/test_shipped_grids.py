@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from cryospin.core.cli.main import main
-from cryospin.core.grid.runs import materialise_data, run_state
-from cryospin.core.grid.spec import load_grid, parse_set, shipped_grids
+from cryospin.grid.runs import materialise_data, run_state
+from cryospin.grid.spec import load_grid, parse_set, shipped_grids
 
 TINY = [
     "--seeds",

@@ -9,7 +9,7 @@ from cryospin.core.hookspecs import Register, hookimpl
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    """Add the core commands (``plugins``, ``run``, ``demo``) to the ``cryospin`` group."""
+    """Add the core commands (``plugins``, ``run``, ``demo``, ``align-maps``) to the group."""
     from cryospin.core.cli.demo import demo
     from cryospin.core.cli.plugins import plugins
     from cryospin.core.cli.run import run
@@ -18,7 +18,6 @@ def register_commands(cli: Any) -> None:
     cli.add_command(run)
     cli.add_command(demo)
     cli.add_command(__import__("cryospin.core.cli.align_maps", fromlist=["x"]).align_maps)
-    cli.add_command(__import__("cryospin.core.cli.grid", fromlist=["x"]).grid)
 
 
 @hookimpl

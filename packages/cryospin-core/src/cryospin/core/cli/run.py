@@ -52,8 +52,8 @@ def resolve_config(
     Raises:
         ConfigError: a malformed ``--set`` item or YAML file, or an invalid field (one line).
     """
+    from cryospin.core.dotted import parse_set, set_dotted
     from cryospin.core.engine.config import load_yaml, validate_config
-    from cryospin.core.grid.keys import parse_set, set_dotted
 
     data: dict[str, Any] = {}
     saved = out / "config.yaml"

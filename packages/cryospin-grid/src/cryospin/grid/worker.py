@@ -1,4 +1,4 @@
-"""``python -m cryospin.core.grid.worker RUN_DIR``: run one grid point in its own process.
+"""``python -m cryospin.grid.worker RUN_DIR``: run one grid point in its own process.
 
 Exit status: 0 done, 3 stopped at ``max_steps`` (checkpoint saved), 130 interrupted (checkpoint
 saved), 2 a :class:`~cryospin.core.errors.CryospinError` (one line on stderr), 1 anything else
@@ -16,11 +16,11 @@ from cryospin.core.errors import CryospinError
 
 def main(argv: list[str] | None = None) -> int:
     """Run the point; return the exit status."""
-    from cryospin.core.grid.runs import execute_point
+    from cryospin.grid.runs import execute_point
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m cryospin.core.grid.worker RUN_DIR", file=sys.stderr)
+        print("usage: python -m cryospin.grid.worker RUN_DIR", file=sys.stderr)
         return 2
     try:
         state = execute_point(Path(args[0]))

@@ -150,8 +150,8 @@ def run_grid(
     Example:
         cryospin grid run paper-table2 --out table2/ --jobs 2 --dry-run
     """
-    from cryospin.core.grid import launch, runs
-    from cryospin.core.grid.spec import load_grid, parse_set
+    from cryospin.grid import launch, runs
+    from cryospin.grid.spec import load_grid, parse_set
 
     out_dir = Path(out).resolve()
     data_dir = out_dir / "data"
@@ -177,7 +177,7 @@ def run_grid(
         return
     executor = opts = None
     if launcher == "slurm":  # before anything is written: fails off a SLURM cluster
-        from cryospin.core.grid.spec import parse_set as parse_kv
+        from cryospin.grid.spec import parse_set as parse_kv
 
         opts = launch.SlurmOptions(
             partition=partition,
@@ -248,8 +248,8 @@ def run_grid(
 def _print_points(console: Console, g: Any, out_dir: Path) -> None:
     from rich.table import Table
 
-    from cryospin.core.grid.runs import run_state
-    from cryospin.core.grid.spec import format_value
+    from cryospin.grid.runs import run_state
+    from cryospin.grid.spec import format_value
 
     axes: list[str] = []
     for p in g.points:
@@ -268,7 +268,7 @@ def _print_points(console: Console, g: Any, out_dir: Path) -> None:
 
 
 def _report(out: Path, target: float | None, plots: bool, console: Console) -> None:
-    from cryospin.core.grid.report import build_report, rich_table
+    from cryospin.grid.report import build_report, rich_table
 
     rep = build_report(out, target_A=target, plots=plots)
     console.print(rich_table(rep["manifest"], rep["rows"], rep["keys"], rep["target_A"]))
@@ -306,7 +306,7 @@ def list_cmd() -> None:
     """
     from rich.table import Table
 
-    from cryospin.core.grid.spec import load_grid, shipped_grids
+    from cryospin.grid.spec import load_grid, shipped_grids
 
     table = Table(title="shipped grids")
     for c in ("name", "points", "runs", "description"):

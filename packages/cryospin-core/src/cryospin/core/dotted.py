@@ -1,15 +1,12 @@
-"""Dotted keys and values of grid files: ``--set`` parsing, nested assignment, labels.
+"""Dotted keys of a configuration: ``--set KEY=VALUE`` parsing and nested assignment.
 
-A dotted key (``encoder_config.n_heads``) addresses a nested mapping of a run configuration or
-simulate block; :func:`format_value` and :func:`slug` turn axis values into point labels and
-folder names.
+A dotted key (``encoder_config.n_heads``) addresses a nested mapping of a run configuration (or of
+a grid's simulate block): ``cryospin run --set`` and the grid files (``cryospin grid``) use them.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import re
 from typing import Any
 
 import yaml
@@ -67,20 +64,3 @@ def has_dotted(data: dict[str, Any], key: str) -> bool:
             return False
         node = node[part]
     return True
-
-
-def format_value(value: Any) -> str:
-    """Return a compact text form of an axis value (labels, tables)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, dict, tuple)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
-
-
-def slug(text: str) -> str:
-    """Make ``text`` a safe folder name (keeps letters, digits and ``._=+-``)."""
-    out = re.sub(r"[^A-Za-z0-9._=+-]+", "-", text).strip("-")
-    return out[:120] or "point"

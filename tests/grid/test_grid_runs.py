@@ -16,8 +16,8 @@ import yaml
 from cryospin.core.atomic import atomic_write_text
 from cryospin.core.cli.main import main
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid import launch, runs
-from cryospin.core.grid.spec import load_grid
+from cryospin.grid import launch, runs
+from cryospin.grid.spec import load_grid
 
 SIM = {"preset": "hsp90", "box": 16, "n": 32, "snr": 1.0, "seed": 0}
 TINY = {

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cryospin.core.errors import ConfigError, CryospinError
-from cryospin.core.grid.model import GridPoint
+from cryospin.grid.model import GridPoint
 
 
 def check_simulate(block: dict[str, Any], source: str) -> None:

@@ -1,7 +1,7 @@
 """Expansion of a grid spec into validated points (``points x product(axes) x seeds``).
 
-Precedence and input-data rules are those of :mod:`cryospin.core.grid.spec`; every point's run
-configuration is validated here, its components in :mod:`cryospin.core.grid.validate`.
+Precedence and input-data rules are those of :mod:`cryospin.grid.spec`; every point's run
+configuration is validated here, its components in :mod:`cryospin.grid.validate`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cryospin.core.dotted import has_dotted, set_dotted
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.keys import format_value, has_dotted, set_dotted, slug
-from cryospin.core.grid.model import Grid, GridPoint, GridSpec
-from cryospin.core.grid.validate import check_files, check_simulate, validate_components
+from cryospin.grid.keys import format_value, slug
+from cryospin.grid.model import Grid, GridPoint, GridSpec
+from cryospin.grid.validate import check_files, check_simulate, validate_components
 
 SIMULATE_PREFIX = "simulate."
 

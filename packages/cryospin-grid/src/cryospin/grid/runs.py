@@ -12,7 +12,7 @@ Layout of a grid's output folder ``DIR``::
 State of a run folder (:func:`run_state`): ``done`` (``summary.json`` exists), ``failed``
 (``grid_error.txt``), ``partial`` (a checkpoint exists: the next launch resumes from it) or
 ``new``. A folder whose ``grid_point.yaml`` differs from the point's configuration in any field
-but :data:`~cryospin.core.grid.model.NEUTRAL_FIELDS` is an error (a grid edited under the same
+but :data:`~cryospin.grid.model.NEUTRAL_FIELDS` is an error (a grid edited under the same
 ``--out``), never silently mixed.
 """
 
@@ -29,7 +29,7 @@ import yaml
 
 from cryospin.core.atomic import atomic_write_text
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.model import Grid, GridPoint, config_differences
+from cryospin.grid.model import Grid, GridPoint, config_differences
 
 RUN_FILE = "grid_point.yaml"
 ERROR_FILE = "grid_error.txt"

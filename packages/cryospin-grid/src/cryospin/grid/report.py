@@ -20,7 +20,7 @@ with a single seed) over the seeds that have a value. Files: ``DIR/report.csv`` 
 epoch, band = std) and ``DIR/pose_error_per_epoch.png`` (paper Fig. 4: median rotation error per
 epoch; a marker at the switch to the direct stage).
 
-The runs are collected by :func:`cryospin.core.grid.collect.collect`.
+The runs are collected by :func:`cryospin.grid.collect.collect`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from cryospin.core.atomic import atomic_path, atomic_write_text
-from cryospin.core.grid.collect import RunRecord, collect
-from cryospin.core.grid.keys import format_value
+from cryospin.grid.collect import RunRecord, collect
+from cryospin.grid.keys import format_value
 
 #: (key, column title, unit) of the fixed metrics, in table order
 METRICS: list[tuple[str, str]] = [

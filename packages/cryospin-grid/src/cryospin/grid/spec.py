@@ -55,11 +55,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from cryospin.core.dotted import parse_set
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.expand import expand
-from cryospin.core.grid.keys import format_value, parse_set
-from cryospin.core.grid.model import Grid, GridSpec
-from cryospin.core.grid.validate import field_error
+from cryospin.grid.expand import expand
+from cryospin.grid.keys import format_value
+from cryospin.grid.model import Grid, GridSpec
+from cryospin.grid.validate import field_error
 
 __all__ = [
     "format_value",
@@ -70,11 +71,11 @@ __all__ = [
     "shipped_grids",
 ]
 
-GRIDS_PACKAGE = "cryospin.core.grid.grids"
+GRIDS_PACKAGE = "cryospin.grid.grids"
 
 
 def shipped_grids() -> dict[str, Path]:
-    """``{name: path}`` of the grids shipped in :mod:`cryospin.core.grid.grids`."""
+    """``{name: path}`` of the grids shipped in :mod:`cryospin.grid.grids`."""
     folder = resources.files(GRIDS_PACKAGE)
     return {
         Path(p.name).stem: Path(str(p))

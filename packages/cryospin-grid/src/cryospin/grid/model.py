@@ -1,7 +1,7 @@
 """The grid data model: a grid file's content (:class:`GridSpec`), its points and the expanded grid.
 
-The file format is described in :mod:`cryospin.core.grid.spec`; expansion of a spec into points
-is :func:`cryospin.core.grid.expand.expand`.
+The file format is described in :mod:`cryospin.grid.spec`; expansion of a spec into points
+is :func:`cryospin.grid.expand.expand`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cryospin.core.cli.main import main
-from cryospin.core.grid.collect import collect
-from cryospin.core.grid.report import build_report, time_to_resolution
+from cryospin.grid.collect import collect
+from cryospin.grid.report import build_report, time_to_resolution
 
 A_SUMMARIES = [  # point "a", seeds 0, 1, 2
     {

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cryospin.core.errors import InputError
-from cryospin.core.grid.runs import MANIFEST, run_state
+from cryospin.grid.runs import MANIFEST, run_state
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Launchers:
 
-* ``local``: each run is a subprocess ``python -m cryospin.core.grid.worker RUN_DIR`` (so its
+* ``local``: each run is a subprocess ``python -m cryospin.grid.worker RUN_DIR`` (so its
   peak memory is its own), ``jobs`` of them at a time; output goes to ``RUN_DIR/grid.log``.
 * ``slurm``: each run is one task of a submitit job array (``submitit.AutoExecutor``) with the
   partition, time limit, GPUs, CPUs and memory of :class:`SlurmOptions`; ``jobs`` caps the array's
@@ -29,7 +29,7 @@ from typing import Any
 
 from cryospin.core.atomic import atomic_write_text
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.runs import (
+from cryospin.grid.runs import (
     LOG_FILE,
     execute_point,
     last_error,
@@ -137,7 +137,7 @@ def _subprocess(run_dir: Path, jobs: int) -> str:
         log.write(f"=== cryospin grid: {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         log.flush()
         rc = subprocess.run(
-            [python(), "-m", "cryospin.core.grid.worker", str(run_dir)],
+            [python(), "-m", "cryospin.grid.worker", str(run_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

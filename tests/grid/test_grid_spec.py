@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from cryospin.core.errors import ConfigError
-from cryospin.core.grid.spec import (
+from cryospin.grid.spec import (
     load_grid,
     load_spec,
     parse_set,
