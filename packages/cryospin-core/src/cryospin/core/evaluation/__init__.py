@@ -23,6 +23,8 @@ Modules (import them directly; this package imports nothing heavy):
 * :mod:`~cryospin.core.evaluation.plots` - ``fsc.png``, the HEALPix orientation-distribution
   plot, the head-usage bar plot.
 * :mod:`~cryospin.core.evaluation.outputs` - atomic writers: ``fsc.csv``, ``summary.json``.
+* :mod:`~cryospin.core.evaluation.arrays` - :func:`as_numpy`, the numpy conversion of torch or
+  array-like inputs that every module above uses.
 
 Conventions: maps ``(D, D, D)`` ``[z, y, x]``; poses are RELION's ``A`` (map to image coordinates,
 column vectors); the hand flip is ``z -> -z`` about the centre voxel ``D // 2``.

@@ -51,13 +51,13 @@ import torch
 
 from cryospin.core.evaluation.align_search import Level, hopf_grid, sphere_directions
 from cryospin.core.evaluation.map_ops import (
+    as_map,
     background_level,
     flip_hand,
     lowpass_gaussian,
     radius_sq,
     real_space_correlation,
     rotate_map,
-    to_numpy,
 )
 from cryospin.core.evaluation.pose_error import geodesic_deg
 
@@ -225,8 +225,8 @@ def align_maps(
         ValueError: the maps are not cubic or differ in shape, or ``hands`` is unknown.
     """
     t_start = time.perf_counter()
-    ref_np = np.asarray(to_numpy(ref), dtype=np.float64)
-    mov_np = np.asarray(to_numpy(moving), dtype=np.float64)
+    ref_np = np.asarray(as_map(ref), dtype=np.float64)
+    mov_np = np.asarray(as_map(moving), dtype=np.float64)
     if ref_np.shape != mov_np.shape:
         raise ValueError(f"maps differ in shape: {ref_np.shape} vs {mov_np.shape}")
     if hands not in ("both", "same", "flipped"):

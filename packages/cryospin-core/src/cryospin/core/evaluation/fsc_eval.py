@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from cryospin.core.evaluation.align_maps import AlignmentInfo, align_maps
+from cryospin.core.evaluation.arrays import as_numpy
 from cryospin.core.evaluation.map_ops import radius_sq
 
 __all__ = [
@@ -127,9 +128,9 @@ def fsc_curves(
     """``(frequency_per_A, fsc)`` of two maps on the same grid (no alignment; numpy or torch)."""
     from cryospin.core.fsc import fsc, shell_frequencies
 
-    a = torch.as_tensor(np.asarray(_np(map1), dtype=np.float64))
-    b = torch.as_tensor(np.asarray(_np(map2), dtype=np.float64))
-    m = None if mask is None else torch.as_tensor(np.asarray(_np(mask), dtype=np.float64))
+    a = torch.as_tensor(as_numpy(map1, np.float64))
+    b = torch.as_tensor(as_numpy(map2, np.float64))
+    m = None if mask is None else torch.as_tensor(as_numpy(mask, np.float64))
     curve = fsc(a, b, mask=m).numpy()
     return shell_frequencies(a.shape[-1], pixel_size_A).numpy(), curve
 
@@ -180,12 +181,6 @@ def _without(vol: np.ndarray, drop: np.ndarray) -> np.ndarray:
     return ifft3_centered(f * torch.as_tensor(~drop)).real.numpy()
 
 
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _evaluate(
     first: Any,
     second: Any,
@@ -199,8 +194,8 @@ def _evaluate(
 ) -> FSCResult:
     from cryospin.core.fsc import resolution_at_threshold
 
-    a = np.asarray(_np(first), dtype=np.float64)
-    b = np.asarray(_np(second), dtype=np.float64)
+    a = as_numpy(first, np.float64)
+    b = as_numpy(second, np.float64)
     if a.shape != b.shape or a.ndim != 3 or len(set(a.shape)) != 1:
         raise ValueError(f"maps must be cubic and of equal shape, got {a.shape} and {b.shape}")
     info: AlignmentInfo | None = None
@@ -211,7 +206,7 @@ def _evaluate(
         aligned, info = align_maps(ref, b, pixel_size_A, **align_kwargs)
     else:
         aligned = b.astype(np.float32)
-    m = soft_sphere_mask(box) if mask is None else np.asarray(_np(mask), dtype=np.float64)
+    m = soft_sphere_mask(box) if mask is None else as_numpy(mask, np.float64)
     freq, curve = fsc_curves(a, aligned, pixel_size_A)
     _, curve_m = fsc_curves(a, aligned, pixel_size_A, mask=m)
     if held is not None:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as tnf
 
+from cryospin.core.evaluation.arrays import as_numpy
+
 __all__ = [
     "background_level",
     "flip_hand",
@@ -26,11 +28,13 @@ __all__ = [
 ]
 
 
-def to_numpy(vol: Any) -> np.ndarray:
-    """Return a cubic map ``(D, D, D)`` as numpy (torch is detached); ``ValueError`` otherwise."""
-    if hasattr(vol, "detach"):
-        vol = vol.detach().cpu().numpy()
-    arr = np.asarray(vol)
+def as_map(vol: Any) -> np.ndarray:
+    """Return a cubic map ``(D, D, D)`` as numpy (:func:`.arrays.as_numpy`).
+
+    Raises:
+        ValueError: ``vol`` is not a cubic 3D array.
+    """
+    arr = as_numpy(vol)
     if arr.ndim != 3 or len(set(arr.shape)) != 1:
         raise ValueError(f"a map must be a cubic (D, D, D) array, got shape {arr.shape}")
     return arr
@@ -112,7 +116,7 @@ def rotate_map(
     outside the box read ``fill`` (e.g. the map's background level, :func:`background_level`).
     Returns float numpy with the input's floating dtype (float32 for integer input).
     """
-    arr = to_numpy(vol)
+    arr = as_map(vol)
     dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float32
     if flip:
         arr = flip_hand(arr)
@@ -140,8 +144,8 @@ def translation_search(ref: Any, moving: Any, subvoxel: bool = True) -> np.ndarr
     Raises:
         ValueError: the maps are not cubic or differ in shape.
     """
-    a = np.asarray(to_numpy(ref), dtype=np.float64)
-    b = np.asarray(to_numpy(moving), dtype=np.float64)
+    a = np.asarray(as_map(ref), dtype=np.float64)
+    b = np.asarray(as_map(moving), dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"maps differ in shape: {a.shape} vs {b.shape}")
     d = a.shape[0]
@@ -168,7 +172,7 @@ def radius_sq(d: int) -> np.ndarray:
 
 def background_level(vol: Any) -> float:
     """Median of the voxels outside the sphere inscribed in the box (the solvent level)."""
-    arr = np.asarray(to_numpy(vol), dtype=np.float64)
+    arr = np.asarray(as_map(vol), dtype=np.float64)
     d = arr.shape[0]
     outside = radius_sq(d) > (d / 2) ** 2
     return float(np.median(arr[outside])) if outside.any() else 0.0
@@ -176,8 +180,8 @@ def background_level(vol: Any) -> float:
 
 def real_space_correlation(a: Any, b: Any, mask: Any | None = None) -> float:
     """Pearson correlation of two maps, over the voxels where ``mask > 0.5`` (all when ``None``)."""
-    x = np.asarray(to_numpy(a), dtype=np.float64)
-    y = np.asarray(to_numpy(b), dtype=np.float64)
+    x = np.asarray(as_map(a), dtype=np.float64)
+    y = np.asarray(as_map(b), dtype=np.float64)
     if mask is not None:
         keep = np.asarray(mask) > 0.5
         x, y = x[keep], y[keep]

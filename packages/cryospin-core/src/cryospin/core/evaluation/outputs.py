@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from cryospin.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from cryospin.core.evaluation.arrays import as_numpy
 
 __all__ = [
     "FSC_COLUMNS",
@@ -44,7 +45,7 @@ def to_jsonable(obj: Any) -> Any:
     Non-finite floats become ``None`` (JSON has no NaN/inf).
     """
     if hasattr(obj, "detach"):
-        obj = obj.detach().cpu().numpy()
+        obj = as_numpy(obj)
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -88,12 +89,9 @@ def write_fsc_csv(
     Values are written with ``repr`` precision (they parse back exactly); the resolution of
     shell 0 is ``inf``.
     """
-    freq = np.asarray(_np(frequency_per_A), dtype=np.float64).reshape(-1)
-    curve = np.asarray(_np(fsc), dtype=np.float64).reshape(-1)
-    extras = {
-        k: np.asarray(_np(v), dtype=np.float64).reshape(-1)
-        for k, v in (extra_columns or {}).items()
-    }
+    freq = as_numpy(frequency_per_A, np.float64).reshape(-1)
+    curve = as_numpy(fsc, np.float64).reshape(-1)
+    extras = {k: as_numpy(v, np.float64).reshape(-1) for k, v in (extra_columns or {}).items()}
     for name, arr in {"fsc": curve, **extras}.items():
         if arr.shape != freq.shape:
             raise ValueError(f"column {name!r} has {arr.size} values, expected {freq.size}")
@@ -128,9 +126,3 @@ def read_fsc_csv(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             else np.array([float(v) for v in vals], dtype=np.float64)
         )
     return out
-
-
-def _np(x: Any) -> Any:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return x

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cryospin.core.errors import ConfigError
+from cryospin.core.evaluation.arrays import as_numpy
 from cryospin.core.evaluation.outputs import atomic_path
 from cryospin.core.evaluation.pose_error import viewing_directions
 
@@ -265,7 +266,7 @@ def plot_head_usage(
     not sum to 1 are plotted as counts. A sequence of per-particle
     winning head indices can be turned into counts with ``np.bincount(winners, minlength=M)``.
     """
-    raw = np.asarray(_np(usage))
+    raw = as_numpy(usage)
     values = raw.astype(np.float64).reshape(-1)
     is_share = (
         bool(values.size)
@@ -284,9 +285,3 @@ def plot_head_usage(
     fig.tight_layout()
     _save(fig, path, dpi)
     return values
-
-
-def _np(x: Any) -> Any:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return x

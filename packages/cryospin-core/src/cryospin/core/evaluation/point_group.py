@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.evaluation.map_ops import crop, grid_points, radius_sq, sample, to_numpy
+from cryospin.core.evaluation.map_ops import as_map, crop, grid_points, radius_sq, sample
 
 __all__ = [
     "PointGroup",
@@ -292,7 +292,7 @@ def detect_point_group(
         ValueError: the map is not a cubic 3D array.
     """
     del pixel_size_A  # the judging sampling is fixed in voxels (module doc)
-    full = np.asarray(to_numpy(truth_map), dtype=np.float64)
+    full = np.asarray(as_map(truth_map), dtype=np.float64)
     search = _SelfCorrelation(crop(full, search_box))
     judge = _SelfCorrelation(crop(full, judge_box))
     axes = _half_sphere(n_axes)
@@ -384,7 +384,7 @@ def detect_point_group_cached(truth_map: Any, **kwargs: Any) -> PointGroup:
 
     One truth per run, and the per-epoch metrics ask every epoch. Holds at most 8 groups.
     """
-    arr = np.ascontiguousarray(to_numpy(truth_map), dtype=np.float64)
+    arr = np.ascontiguousarray(as_map(truth_map), dtype=np.float64)
     key = (hashlib.sha1(arr.tobytes()).hexdigest(), tuple(sorted(kwargs.items())))
     if key not in _CACHE:
         if len(_CACHE) >= 8:

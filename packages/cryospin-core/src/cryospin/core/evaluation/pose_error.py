@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryospin.core.evaluation.arrays import as_numpy
 from cryospin.core.evaluation.point_group import PointGroup, detect_point_group_cached
 from cryospin.core.so3 import geodesic_distance_deg, project_so3
 
@@ -68,9 +69,7 @@ FLIP = np.diag([1.0, 1.0, -1.0])
 
 
 def _as_rotations(x: Any, name: str) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x, dtype=np.float64)
+    arr = as_numpy(x, np.float64)
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3 or arr.shape[-2:] != (3, 3):
@@ -83,9 +82,7 @@ def flip_hand_poses(rotations: Any) -> np.ndarray:
 
     Accepts ``(..., 3, 3)`` numpy arrays or torch tensors; returns float64 numpy. An involution.
     """
-    if hasattr(rotations, "detach"):
-        rotations = rotations.detach().cpu().numpy()
-    r = np.asarray(rotations, dtype=np.float64)
+    r = as_numpy(rotations, np.float64)
     if r.shape[-2:] != (3, 3):
         raise ValueError(f"rotations must have shape (..., 3, 3), got {r.shape}")
     return FLIP @ r @ FLIP
@@ -157,9 +154,7 @@ def apply_pose_alignment(rotations: Any, rotation: np.ndarray, flipped: bool) ->
     Use it to align, e.g., every head's poses with the alignment found for the selected head.
     Accepts ``(..., 3, 3)``; returns float64 numpy.
     """
-    if hasattr(rotations, "detach"):
-        rotations = rotations.detach().cpu().numpy()
-    a = np.asarray(rotations, dtype=np.float64)
+    a = as_numpy(rotations, np.float64)
     if flipped:
         a = FLIP @ a @ FLIP
     return a @ np.asarray(rotation, dtype=np.float64).T

@@ -44,13 +44,13 @@ from typing import Any
 
 import numpy as np
 
+from cryospin.core.evaluation.arrays import as_numpy
+
 __all__ = ["ShiftErrorResult", "align_shifts", "shift_error"]
 
 
 def _as_array(x: Any, name: str, tail: tuple[int, ...]) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x, dtype=np.float64)
+    arr = as_numpy(x, np.float64)
     if arr.ndim != len(tail) + 1 or arr.shape[1:] != tail:
         want = ", ".join(map(str, tail))
         raise ValueError(f"{name} must have shape (N, {want}), got {arr.shape}")
