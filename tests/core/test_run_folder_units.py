@@ -22,14 +22,14 @@ from cryospin.core.atomic import atomic_write_text, current_umask, remove_stale_
 from cryospin.core.engine.config import validate_config
 from cryospin.core.engine.metrics_log import MetricsLog
 from cryospin.core.engine.nonfinite import NonFiniteLoss, check_loss, likely_cause
-from cryospin.core.engine.run_folder import (
+from cryospin.core.errors import ConfigError, InputError
+from cryospin.core.particles import CTFParams
+from cryospin.core.run.folder import (
     RunLock,
     check_device,
     compare_config,
     particle_fingerprint,
 )
-from cryospin.core.errors import ConfigError, InputError
-from cryospin.core.particles import CTFParams
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
@@ -223,8 +223,7 @@ def test_likely_cause_names_the_bad_parameter():
 
 def test_lock_file_is_not_left_locked_after_a_finished_process(tmp_path):
     code = (
-        "import sys; from cryospin.core.engine.run_folder import RunLock; "
-        "RunLock(sys.argv[1]).acquire()"
+        "import sys; from cryospin.core.run.folder import RunLock; RunLock(sys.argv[1]).acquire()"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
     t0 = time.perf_counter()
@@ -239,7 +238,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch
     import shutil as shutil_mod
 
     from cryospin.core.engine import checkpoint
-    from cryospin.core.engine.run_folder import out_errors
+    from cryospin.core.run.folder import out_errors
 
     path = tmp_path / "checkpoints" / "last.pt"
     checkpoint.save_atomic({"epoch": 1}, path)
@@ -264,7 +263,7 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_old_one(tmp_path, monkeypatch
 def test_out_errors_convert_only_errors_in_the_run_folder(tmp_path, monkeypatch):
     import errno
 
-    from cryospin.core.engine.run_folder import out_errors
+    from cryospin.core.run.folder import out_errors
 
     monkeypatch.chdir(tmp_path)
     inside = OSError(errno.EACCES, "Permission denied", str(tmp_path / "run" / "map.mrc"))

@@ -205,8 +205,8 @@ def run(
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports, the others only train
         _reconstruct(cfg, out_dir, resume, overwrite)
         return
-    from cryospin.core.engine.run_folder import out_errors
     from cryospin.core.engine.run_log import run_log
+    from cryospin.core.run.folder import out_errors
 
     with out_errors(out_dir), run_log(out_dir, tensorboard=cfg.tensorboard):
         _reconstruct(cfg, out_dir, resume, overwrite)

@@ -9,7 +9,6 @@ switch rule), :mod:`.checkpoint` (checkpoint format, atomic save, signal guard),
 :mod:`.metrics_log` (``metrics.jsonl``), :mod:`.results`, :mod:`.pose_output` (``poses.star`` and
 ``poses.pkl``, at the end and every checkpoint), :mod:`.report` (evaluation glue),
 :mod:`.io_bridge` (maps and poses through the registry), :mod:`.progress` (rich progress bar),
-:mod:`.run_folder` (the run folder contract: lock, manifest, ``--resume`` checks),
 :mod:`.nonfinite` (stop on a non-finite loss). Multi-process runs:
 :mod:`.distributed` (overview, trainer factory, result gathering), :mod:`.process_group` (group
 and ``torchrun`` launcher), :mod:`.dist_trainer`, :mod:`.ddp`, :mod:`.sharding`. A whole run

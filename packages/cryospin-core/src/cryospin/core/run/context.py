@@ -23,7 +23,7 @@ class RunInputs:
 
     Attributes:
         cfg: the resolved configuration.
-        out: the run folder (checked and locked by :mod:`cryospin.core.engine.run_folder`).
+        out: the run folder (checked and locked by :mod:`cryospin.core.run.folder`).
         particles: the particle file as given (``cfg.particles``).
         stack: the particles (after ``--apix`` and ``--ind``, :mod:`cryospin.core.run.inputs`).
         data: the whole stack's preprocessed data (working ``box``, ``pixel_size_A``, the

@@ -3,11 +3,11 @@
 The steps are modules of :mod:`cryospin.core.run`: :mod:`.inputs` (the particles),
 :mod:`.context` (what every step reads), :mod:`.train`, :mod:`.assemble`, :mod:`.evaluate`,
 :mod:`.write`. Outputs in ``out``: ``config.yaml`` and ``run.json`` (the run folder contract,
-:mod:`cryospin.core.engine.run_folder`), ``map.mrc``, ``poses.star``, ``poses.cs`` and
-``poses.pkl`` (also rewritten after every checkpoint, :mod:`cryospin.core.engine.pose_output`),
-``metrics.jsonl``, ``fsc.csv``/``fsc.png``, ``orientations.png``, ``head_usage.png``,
-``checkpoints/``, ``summary.json``. With ``half_sets`` also ``map_half1.mrc``/``map_half2.mrc``
-(half 2 aligned onto half 1) and ``half{1,2}/checkpoints``.
+:mod:`.folder`), ``map.mrc``, ``poses.star``, ``poses.cs`` and ``poses.pkl`` (also rewritten
+after every checkpoint, :mod:`cryospin.core.engine.pose_output`), ``metrics.jsonl``,
+``fsc.csv``/``fsc.png``, ``orientations.png``, ``head_usage.png``, ``checkpoints/``,
+``summary.json``. With ``half_sets`` also ``map_half1.mrc``/``map_half2.mrc`` (half 2 aligned
+onto half 1) and ``half{1,2}/checkpoints``.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from typing import Any
 
 from cryospin.core.engine import distributed
 from cryospin.core.engine.config import RunConfig
-from cryospin.core.engine.run_folder import check_device, open_run_folder, out_errors
 from cryospin.core.errors import InputError
 from cryospin.core.particles import ParticleStack
 from cryospin.core.run.assemble import assemble
 from cryospin.core.run.context import prepare_inputs
 from cryospin.core.run.evaluate import evaluate
+from cryospin.core.run.folder import check_device, open_run_folder, out_errors
 from cryospin.core.run.inputs import open_run_stack
 from cryospin.core.run.train import setup_torch, train
 from cryospin.core.run.write import run_header, run_record, write_results, write_summary
@@ -39,7 +39,7 @@ def run_reconstruction(
 ) -> dict[str, Any]:
     """Run a whole reconstruction; returns the summary (also written to ``summary.json``).
 
-    The run folder contract (:mod:`cryospin.core.engine.run_folder`) is checked before anything
+    The run folder contract (:mod:`cryospin.core.run.folder`) is checked before anything
     in ``out`` changes: ``--device``, the folder's lock, ``--resume`` against the recorded
     configuration and particle set, or (new run) no other run there unless ``overwrite``.
     ``console``: the rich console of the progress display (``None``: stderr). Ranks other than 0
