@@ -313,7 +313,9 @@ def test_bad_suffixes_are_refused(fake: FakeDists, suffixes: str) -> None:
         register("bad", Bad())
     """,
     )
-    with pytest.raises(PluginError, match="fake-suffix:plugin .* suffixes must be lower case"):
+    with pytest.raises(
+        PluginError, match="fake-suffix:plugin .* suffixes must be non-empty, lower case, dotted"
+    ):
         get_registry(refresh=True)
 
 

@@ -159,7 +159,9 @@ def check_component(kind: str, name: str, obj: Any, plugin: str) -> None:
         if not isinstance(obj, base):
             raise PluginError(f"{what}: not an instance of {base.__module__}.{base.__name__}")
         if not suffixes or any(not s.startswith(".") or s != s.lower() for s in suffixes):
-            raise PluginError(f"{what}: suffixes must be lower case and start with '.'")
+            raise PluginError(
+                f"{what}: suffixes must be non-empty, lower case, dotted: {suffixes!r}"
+            )
         return
     if not (isinstance(obj, type) and issubclass(obj, base)):
         raise PluginError(f"{what}: not a subclass of {base.__module__}.{base.__name__}")
