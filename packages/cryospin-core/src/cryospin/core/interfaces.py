@@ -151,7 +151,9 @@ class PoseStage(ABC):
     hand-over at the switch: a :class:`CandidateStage`.
 
     Subclasses set the class variables ``name`` and ``Config`` (a :class:`ComponentConfig`, the
-    stage's own settings: ``<role>_stage_config`` in the run configuration).
+    stage's own settings: ``<role>_stage_config`` in the run configuration); the registry refuses
+    a stage class without them or with an abstract method left. The rules are checked by
+    :mod:`cryospin.core.testing.stages`.
     """
 
     name: ClassVar[str]
@@ -166,7 +168,10 @@ class PoseStage(ABC):
 
     @abstractmethod
     def train_step(self, ctx: EngineContext, batch: Batch) -> StepResult:
-        """One optimisation step on ``batch``; returns the loss and the batch's new poses."""
+        """Take one optimisation step on ``batch``: the loss and the batch's poses after it.
+
+        Every role trains the volume (the decoder, through ``ctx.dec_opt``).
+        """
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
