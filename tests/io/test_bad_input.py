@@ -14,7 +14,6 @@ import pytest
 
 from cryospin.core.errors import InputError
 from cryospin.io import open_particles, write_mrc_stack
-from cryospin.io.preprocess import PreprocessOptions, preprocess
 
 STAR = """
 data_optics
@@ -114,9 +113,11 @@ def test_non_square(tmp_path, stack_file):
 
 
 def test_odd_target_box(tmp_path, stack_file):
+    from cryospin.core.engine.data import ParticleData
+
     s = open_particles(_star(tmp_path))
-    with pytest.raises(InputError, match="--box 7: expected a positive even box"):
-        preprocess(s, PreprocessOptions(box=7))
+    with pytest.raises(InputError, match="box 7 must be even and at most the stack's 16"):
+        ParticleData(s, box=7, invert=False)
 
 
 def test_index_out_of_range(tmp_path, stack_file):

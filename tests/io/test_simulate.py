@@ -431,7 +431,7 @@ def test_signal_component_is_projection_of_gt_map_at_stored_pose(sim):
 def test_contrast_bright_by_default_and_matches_cryospin_io_default(sim, tmp_path):
     """Default: protein-bright stack (RELION convention); cryospin-io's default for .star
     (invert) then turns it into the core's forward model CTF * projection (protein dark)."""
-    from cryospin.io.preprocess import default_invert
+    from cryospin.io.contrast import default_invert
     from cryospin.io.star import read_star
 
     clean = _stack(sim.out / "particles_clean.mrcs")
@@ -636,8 +636,8 @@ def test_matches_cryospin_core_forward_model(sim):
     from cryospin.core.ctf import ctf_from_params
     from cryospin.core.fourier import fft3_centered, ifft2_centered
     from cryospin.core.slicing import extract_central_slices, phase_shift
+    from cryospin.io.contrast import default_invert
     from cryospin.io.mrc import read_map
-    from cryospin.io.preprocess import default_invert
     from cryospin.io.star import read_star
 
     stack = read_star(sim.particles_star)

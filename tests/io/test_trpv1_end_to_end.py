@@ -8,7 +8,7 @@ This pins down pose, shift and CTF conventions together on real data (docs/CONVE
   ``-rlnOriginX/YAngst``; RELION's origin is the shift that re-centres it;
 * **contrast**: the raw RELION images correlate *negatively* with ``CTF * projection`` (the core
   CTF has cryoDRGN's sign, CTF(0) = -w, predicting protein-dark images): RELION stacks are
-  protein-bright and need ``invert=True`` (:func:`cryospin.io.preprocess.default_invert`).
+  protein-bright and need ``invert=True`` (:func:`cryospin.io.contrast.default_invert`).
 
 Correlations are normalised cross-correlations of the centred transforms over 1/200 to
 1/12 Å^-1, where the signal of these 10 noisy particles lies.
@@ -25,7 +25,7 @@ from cryospin.core.fourier import fft2_centered, fft3_centered, freq_grid
 from cryospin.core.slicing import extract_central_slices, phase_shift
 from cryospin.core.so3 import random_rotations
 from cryospin.io import read_map
-from cryospin.io.preprocess import default_invert
+from cryospin.io.contrast import default_invert
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from cryospin.core.engine.data import ParticleData
 from cryospin.core.errors import InputError
 from cryospin.io import open_particles
-from cryospin.io.preprocess import PreprocessOptions, measure_contrast, preprocess
+from cryospin.io.contrast import measure_contrast
 
 
 @pytest.fixture()
@@ -27,11 +27,10 @@ def no_box(metadata_dir):
 @pytest.mark.parametrize(
     "use",
     [
-        lambda s: preprocess(s, PreprocessOptions(box=32)),
         lambda s: measure_contrast(s),
         lambda s: ParticleData(s, cache=False),
     ],
-    ids=["preprocess", "measure_contrast", "ParticleData"],
+    ids=["measure_contrast", "ParticleData"],
 )
 def test_unknown_box_is_a_one_line_input_error(no_box, use):
     with pytest.raises(InputError, match="box size unknown: open the stack with its images") as e:

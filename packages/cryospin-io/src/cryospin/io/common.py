@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cryospin.core.errors import InputError
-from cryospin.core.particles import ImageReader, ParticleStack
+from cryospin.core.particles import ImageReader
 from cryospin.io.checks import PIXEL_SIZE
 from cryospin.io.mrc import MrcImageReader, StackHeader, open_stacks
 from cryospin.io.paths import resolve_stack_path
@@ -31,18 +31,6 @@ class NoImages:
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Raise :class:`InputError`: there are no images to read."""
         raise InputError(f"{self.source}: opened as metadata only; its images were not opened")
-
-
-def file_geometry(stack: ParticleStack) -> tuple[int | None, float]:
-    """Box and pixel size of the images the stack's file names (before any preprocessing).
-
-    :func:`cryospin.io.preprocess.preprocess` changes ``stack.box`` and ``stack.pixel_size_A``;
-    writers describe the files on disk, so they use the values recorded before that.
-    """
-    return (
-        stack.extra.get("original_box", stack.box),
-        stack.extra.get("original_pixel_size_A", stack.pixel_size_A),
-    )
 
 
 def open_referenced_stacks(

@@ -33,7 +33,6 @@ from cryospin.io.common import (
     NoImages,
     check_one_box,
     choose_pixel_size,
-    file_geometry,
     mixed_pixel_sizes,
     open_referenced_stacks,
     rescale_to_working,
@@ -258,7 +257,7 @@ def write_cs(
         raise ValueError(f"{path}: no poses to write")
     shifts_A = np.zeros((n, 2)) if shifts_A is None else np.asarray(shifts_A, dtype=np.float64)
     prefix = alignment_prefix(data) or "alignments3D"
-    pixel_size = file_geometry(stack)[1]
+    pixel_size = stack.pixel_size_A
     new = {
         f"{prefix}/pose": rotations_to_cryosparc(np.asarray(rotations)).astype(np.float32),
         f"{prefix}/shift": (shifts_A / pixel_size).astype(np.float32),

@@ -9,7 +9,7 @@ writes): ``uid`` (u8), ``blob/path`` (bytes), ``blob/idx`` (u4, 0-based), ``blob
 :func:`cryospin.io.cryosparc.write_cs` adds the poses (``alignments3D/pose``, ``shift``,
 ``psize_A``).
 
-``blob/sign`` follows the convention :func:`cryospin.io.preprocess.default_invert` reads back:
+``blob/sign`` follows the convention :func:`cryospin.io.contrast.default_invert` reads back:
 ``+1`` for a stack used with contrast inversion (protein-bright on disk), ``-1`` without
 (protein-dark), taken from ``stack.extra["invert_contrast"]`` (what ``cryospin run`` applied)
 or else the format's default. ``blob/path`` is the absolute path of each image's stack when the
@@ -23,7 +23,6 @@ import zlib
 import numpy as np
 
 from cryospin.core.particles import ParticleStack
-from cryospin.io.common import file_geometry
 from cryospin.io.image_locations import image_locations, wants_absolute_paths
 from cryospin.io.paths import split_image_names
 
@@ -49,7 +48,7 @@ def blob_sign(stack: ParticleStack) -> float:
     """``blob/sign`` of ``stack``: +1 when used with contrast inversion, -1 without."""
     invert = stack.extra.get("invert_contrast")
     if invert is None:
-        from cryospin.io.preprocess import default_invert
+        from cryospin.io.contrast import default_invert
 
         invert = default_invert(stack)
     return 1.0 if invert else -1.0
@@ -58,7 +57,7 @@ def blob_sign(stack: ParticleStack) -> float:
 def particle_array(stack: ParticleStack) -> np.ndarray:
     """Build a cryoSPARC particle array (no poses) describing ``stack`` (see the module doc)."""
     n = len(stack)
-    box, pixel = file_geometry(stack)
+    box, pixel = stack.box, stack.pixel_size_A
     numbers, paths = _blobs(stack)
     ctf = stack.ctf
     fields = [
@@ -116,7 +115,7 @@ def rewrite_cs_array(data: np.ndarray, stack: ParticleStack) -> np.ndarray:
     names = data.dtype.names or ()
     if stack.extra.get("pixel_size_override") and "blob/psize_A" in names:
         data = data.copy()
-        data["blob/psize_A"] = file_geometry(stack)[1]
+        data["blob/psize_A"] = stack.pixel_size_A
     loc = image_locations(stack) if wants_absolute_paths(stack) else None
     if loc is None or "blob/path" not in names:
         return data

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from cryospin.core.particles import ParticleStack
 from cryospin.io.common import NoImages
-from cryospin.io.preprocess import contrast_mismatch, default_invert, measure_contrast
+from cryospin.io.contrast import contrast_mismatch, default_invert, measure_contrast
 
 
 def _mean(values: np.ndarray) -> str:

@@ -48,14 +48,14 @@ class CryospinIOSource(ImageSource):
         write_poses_pkl(path, rotations, shifts_A, box, pixel_size_A)
 
     def default_invert(self, stack: ParticleStack) -> bool:
-        """Contrast-inversion default: :func:`cryospin.io.preprocess.default_invert`."""
-        from cryospin.io.preprocess import default_invert
+        """Contrast-inversion default: :func:`cryospin.io.contrast.default_invert`."""
+        from cryospin.io.contrast import default_invert
 
         return default_invert(stack)
 
     def measure_contrast(self, stack: ParticleStack) -> tuple[float, float]:
-        """Protein-bright (> 0) or dark: :func:`cryospin.io.preprocess.measure_contrast`."""
-        from cryospin.io.preprocess import measure_contrast
+        """Protein-bright (> 0) or dark: :func:`cryospin.io.contrast.measure_contrast`."""
+        from cryospin.io.contrast import measure_contrast
 
         return measure_contrast(stack)
 

@@ -18,7 +18,7 @@ import starfile
 
 from cryospin.core.atomic import atomic_path
 from cryospin.core.particles import CTFParams, ParticleStack
-from cryospin.io.common import NoImages, file_geometry
+from cryospin.io.common import NoImages
 from cryospin.io.image_locations import absolute_image_names, wants_absolute_paths
 from cryospin.io.poses import rotations_to_euler
 
@@ -30,7 +30,7 @@ def _optics_table(stack: ParticleStack) -> tuple[pd.DataFrame, np.ndarray]:
     stacks) one group per distinct (voltage, Cs, amplitude contrast, pixel size).
     """
     n = len(stack)
-    box, pixel_size = file_geometry(stack)
+    box, pixel_size = stack.box, stack.pixel_size_A
     if stack.optics is not None and stack.optics_group is not None:
         optics = stack.optics.copy()
         if "rlnImagePixelSize" not in optics or stack.extra.get("pixel_size_override"):

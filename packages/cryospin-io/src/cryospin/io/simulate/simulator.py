@@ -13,7 +13,7 @@ Image formation, per particle ``i`` (forward model; RELION conventions)::
   CTF(0) = -w): ``clean_i`` as written above is protein-**dark**, as in raw micrographs.
 * **Contrast of the written stack** (``contrast``, default ``"bright"``): RELION-convention stacks
   are protein-bright (RELION extracts with inverted contrast; its CTF has the opposite sign), and
-  cryospin-io inverts ``.star`` stacks by default (:func:`cryospin.io.preprocess.default_invert`),
+  cryospin-io inverts ``.star`` stacks by default (:func:`cryospin.io.contrast.default_invert`),
   as cryoDRGN does. So by default the simulator writes ``-clean_i`` (+ noise): read back through
   cryospin-io with its defaults, or by RELION or cryoDRGN, the images match each tool's forward
   model. ``contrast="dark"`` writes ``clean_i`` (the raw-micrograph convention).
