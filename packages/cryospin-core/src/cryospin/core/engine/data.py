@@ -1,5 +1,8 @@
 """Particle data for the engine: preprocessing, CTFs, seeded batch order, half-set splits.
 
+The one image preprocessing and half-set split of cryospin: image sources (cryospin-io) read the
+files as they are and only say whether a format's stacks need inverting.
+
 Preprocessing (applied to every image the engine sees, also by the encoder):
 
 * optional Fourier crop to the working box ``cfg.box`` (pixel size scales by ``L / box``);
@@ -21,7 +24,7 @@ import torch
 
 from cryospin.core.ctf import ctf_from_params
 from cryospin.core.errors import InputError
-from cryospin.core.fourier import fft2_centered, radius_grid
+from cryospin.core.fourier import fft2_centered, fourier_crop, radius_grid
 from cryospin.core.particles import ParticleStack
 
 #: Preprocessed stacks up to this size are kept in memory (``cache_images``); larger ones are
@@ -67,15 +70,6 @@ def default_invert(stack: ParticleStack) -> bool:
     return bool(get_registry().source_for(str(stack.path)).default_invert(stack))
 
 
-def fourier_crop(images: torch.Tensor, box: int) -> torch.Tensor:
-    """Downsample real images ``(n, L, L)`` to ``(n, box, box)`` by cropping their transform."""
-    if box == images.shape[-1]:
-        return images
-    from cryospin.core.fourier import fourier_downsample
-
-    return fourier_downsample(images, box).to(images.dtype)
-
-
 class ParticleData:
     """Preprocessed access to a :class:`ParticleStack` (optionally a subset of its particles)."""
 
@@ -114,7 +108,9 @@ class ParticleData:
 
     def _raw(self, gidx: np.ndarray) -> torch.Tensor:
         arr = np.asarray(self.stack.images.read(np.asarray(gidx, dtype=np.int64)), dtype=np.float32)
-        img = fourier_crop(torch.from_numpy(arr), self.box)
+        img = torch.from_numpy(arr)  # (n, L, L) float32
+        if self.box != self.raw_box:
+            img = fourier_crop(img, self.box)  # (n, box, box), mean preserved
         if self.invert:
             img = -img
         bg = img[:, self._bg]
@@ -154,7 +150,12 @@ class ParticleData:
 
 
 def split_half_sets(stack: ParticleStack, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the indices of half-sets 1 and 2: rlnRandomSubset if present, else seeded random."""
+    """Return the sorted particle indices of half-sets 1 and 2.
+
+    The file's own labels (``stack.half_set``: ``rlnRandomSubset``, cryoSPARC
+    ``alignments3D/split``) when both halves occur and every particle has label 1 or 2; otherwise a
+    random split seeded by ``(seed, 7919)``, of sizes ``N // 2`` and ``N - N // 2``.
+    """
     n = len(stack)
     if stack.half_set is not None:
         hs = np.asarray(stack.half_set)

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.engine.data import Batch, ParticleData, fourier_crop
+from cryospin.core.engine.data import Batch, ParticleData
 from cryospin.core.engine.forward import candidate_loss, render, winner_takes_all
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.errors import ConfigError
+from cryospin.core.fourier import fourier_crop
 from cryospin.core.interfaces import CandidateStage, ComponentConfig, PoseStage, StepResult
 
 
