@@ -2,10 +2,9 @@
 
 * ownership blocks partition every set; each step's per-rank shares are disjoint and their union is
   exactly the one-process batch of ``G * batch_size`` particles (whole stack and a half-set);
-* sharded checkpoint rows are re-partitioned by global index for any new number of ranks, and an
-  unsharded (one-process) checkpoint can be split the same way;
-* the distributed trainer with one rank reproduces the one-process trainer, and its sharded
-  checkpoint resumes (mid-epoch) to the same result.
+* checkpoint rows are re-partitioned by global index for any new number of ranks;
+* a one-process run writes the same checkpoint format (one shard), resumes mid-epoch to exactly
+  the uninterrupted result, and refuses a checkpoint of the old format.
 """
 
 from __future__ import annotations
@@ -22,7 +21,9 @@ from cryospin.core.engine import distributed, sharding
 from cryospin.core.engine.config import validate_config
 from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
 from cryospin.core.engine.pose_table import PoseTable
+from cryospin.core.engine.results import TrainResult
 from cryospin.core.engine.trainer import Trainer
+from cryospin.core.errors import InputError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 from run_toy_data import make_dataset  # noqa: E402
@@ -134,11 +135,6 @@ def test_sharded_checkpoint_is_repartitioned_by_global_index(tmp_path):
             a, b = sharding.owned_block(len(gall), r, new)
             out = sharding.restore_rows(state, tmp_path, gall[a:b], _template(b - a))
             _check(out, gall[a:b])
-    # an unsharded one-process checkpoint: full tables indexed by global index
-    n = 40
-    full = {"table": _filled_table(np.arange(n)).state_dict(), **_rows(np.arange(n))}
-    mine = gall[5:9]
-    _check(sharding.restore_rows(full, tmp_path, mine, _template(4)), mine)
     with pytest.raises(Exception, match="no pose rows"):
         sharding.restore_rows(state, tmp_path, np.array([0, 3]), _template(2))
 
@@ -162,31 +158,30 @@ def _cfg(toy, **kw):
     )
 
 
-def test_one_rank_distributed_trainer_matches_trainer_and_resumes(toy, tmp_path):
+def test_one_process_checkpoint_is_one_shard_and_resumes_exactly(toy, tmp_path):
     cfg = _cfg(toy)
     data = ParticleData(open_stack(toy["star"]), cache=True)
     ref = Trainer(cfg, data, tmp_path / "a", tmp_path / "a.jsonl").fit()
-    dtr = distributed.DistributedTrainer(cfg, data, tmp_path / "b", tmp_path / "b.jsonl")
-    got = dtr.fit()
-    np.testing.assert_array_equal(got.indices, ref.indices)
-    torch.testing.assert_close(got.volume, ref.volume, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(got.rotations, ref.rotations, atol=1e-5)
-    assert sharding.shard_files(tmp_path / "b") and ckpt.load(tmp_path / "b" / "last.pt")["done"]
-    # stopped mid-epoch in the direct stage (step 5 of 4 per epoch), then resumed
-    stopped = distributed.DistributedTrainer(
-        _cfg(toy, max_steps=6), data, tmp_path / "c", tmp_path / "c.jsonl"
-    )
+    names = [p.name for p in sharding.shard_files(tmp_path / "a")]
+    last = ckpt.load(tmp_path / "a" / "last.pt")
+    assert last["loop"]["done"] and last["sharded"] == {"world_size": 1, "files": names}
+    assert names == [f"poses-rank0-of-1.{last['loop']['save_seq']}.pt"]  # older ones removed
+    shard = ckpt.load(tmp_path / "a" / names[0])
+    np.testing.assert_array_equal(shard["indices"], np.arange(40))
+    assert shard["table"]["omega"].shape == (40, 3) and shard["rot"].shape == (40, 3, 3)
+    # stopped mid-epoch in the direct stage (step 6; 4 steps per epoch), then resumed
     with pytest.raises(ckpt.StopRequested):
-        stopped.fit()
-    assert len(sharding.shard_files(tmp_path / "c")) == 1  # older shards removed
-    tr = distributed.make_trainer(cfg, data, tmp_path / "c", tmp_path / "c.jsonl", resume=True)
-    assert isinstance(tr, distributed.DistributedTrainer)
-    res = tr.fit(resume=True)
-    torch.testing.assert_close(res.volume, got.volume, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(res.rotations, got.rotations, atol=1e-5)
-    # without a sharded checkpoint and a process group the plain trainer is used
-    plain = distributed.make_trainer(cfg, data, tmp_path / "a", tmp_path / "a.jsonl", resume=True)
-    assert type(plain) is Trainer
+        Trainer(_cfg(toy, max_steps=6), data, tmp_path / "c", tmp_path / "c.jsonl").fit()
+    assert ckpt.load(tmp_path / "c" / "last.pt")["loop"]["step_in_epoch"] == 2
+    res = Trainer(cfg, data, tmp_path / "c", tmp_path / "c.jsonl").fit(resume=True)
+    assert torch.equal(res.volume, ref.volume)
+    np.testing.assert_array_equal(res.rotations, ref.rotations)
+    assert res.global_batch == 12
+    # a checkpoint of the format before the one trainer is refused in one line
+    state = ckpt.load(tmp_path / "c" / "last.pt")
+    ckpt.save_atomic({**state, "version": 1}, tmp_path / "c" / "last.pt")
+    with pytest.raises(InputError, match="format 1"):
+        Trainer(cfg, data, tmp_path / "c", tmp_path / "c.jsonl").fit(resume=True)
 
 
 def test_launcher_rebuilds_the_run_command():
@@ -201,6 +196,8 @@ def test_launcher_rebuilds_the_run_command():
         "-m", "cryospin.core", "run",
     ]  # fmt: skip
     assert cmd[9:] == args
-    assert distributed.summary_fields(validate_config({"batch_size": 8})) == {
-        "world_size": 1, "batch_size_per_rank": 8, "global_batch_size": 8,
+    result = TrainResult(torch.zeros(1), np.arange(2), np.zeros((2, 3, 3)), None, None)
+    result.global_batch = 16  # a resumed run keeps its checkpoint's global batch
+    assert distributed.summary_fields([result]) == {
+        "world_size": 1, "batch_size_per_rank": 16, "global_batch_size": 16,
     }  # fmt: skip

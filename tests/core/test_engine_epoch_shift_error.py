@@ -1,10 +1,11 @@
 """Per-epoch shift error vs truth (``shift_error_{median,mean}_A`` in ``metrics.jsonl``).
 
-* On a fake trainer with known poses and shifts: estimates equal to the truth moved by a known
-  global 3D translation (and a global rotation of the frame) give an error of 0; perturbations
-  that leave the best translation unchanged (opposite offsets on particles with the same pose)
-  give errors equal to the perturbations' norms. Without ``cfg.shifts`` or without true shifts
-  there is no shift metric.
+* On an epoch's arrays (:class:`EpochState`) with known poses and shifts: estimates equal to
+  the truth moved by a known global 3D translation (and a global rotation of the frame) give an
+  error of 0; perturbations that leave the best translation unchanged (opposite offsets on
+  particles with the same pose) give errors equal to the perturbations' norms. Without
+  estimated shifts (the run does not estimate them) or without true shifts there is no shift
+  metric.
 * A tiny trainer run on a stack with shifts logs, each epoch, the error of its current poses and
   shifts against the simulator's own shifts (not read back from the STAR file).
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from scipy.spatial.transform import Rotation
 
 from cryospin.core.engine.config import validate_config
 from cryospin.core.engine.data import ParticleData, open_stack
-from cryospin.core.engine.report import epoch_metrics
-from cryospin.core.engine.results import Truth
+from cryospin.core.engine.report import epoch_metrics, make_epoch_evaluator
+from cryospin.core.engine.results import EpochState, Truth
 from cryospin.core.engine.trainer import Trainer
 from cryospin.core.run.context import load_truth
 
@@ -32,14 +32,16 @@ from run_toy_data import make_dataset  # noqa: E402
 APIX = 2.5
 
 
-def _fake_trainer(est_rot: np.ndarray, shifts_px: np.ndarray, truth: Truth, shifts: bool):
-    return SimpleNamespace(
-        truth=truth,
-        rot=torch.as_tensor(est_rot),
-        shift=torch.as_tensor(shifts_px, dtype=torch.float32),
-        cfg=SimpleNamespace(shifts=shifts),
-        decoder=None,
-        data=SimpleNamespace(pixel_size_A=APIX),
+def _state(est_rot: np.ndarray, shifts_px: np.ndarray, idx: np.ndarray, shifts: bool):
+    """The epoch's arrays of particles ``idx`` (shifts stored in float32, as the trainer's)."""
+    return EpochState(
+        epoch=0,
+        indices=idx,
+        rotations=est_rot[idx],
+        shifts_px=np.asarray(shifts_px[idx], np.float32).astype(np.float64) if shifts else None,
+        pixel_size_A=APIX,
+        volume=lambda: torch.zeros(1),
+        with_map=False,
     )
 
 
@@ -61,7 +63,7 @@ def test_known_global_translation_gives_zero_error_and_balanced_offsets_their_no
     # s_est = s_true + (A' t)_xy with A' = true (shift_error module doc)
     moved = true_shifts + np.einsum("nij,j->ni", true[:, :2, :], t)
     idx = np.arange(2 * n_pairs)
-    out = epoch_metrics(_fake_trainer(est, moved / APIX, truth, True), idx)
+    out = epoch_metrics(_state(est, moved / APIX, idx, True), truth)
     assert out["rotation_error_median_deg"] < 1e-4
     assert out["shift_error_median_A"] < 1e-4 and out["shift_error_mean_A"] < 1e-4
 
@@ -69,14 +71,14 @@ def test_known_global_translation_gives_zero_error_and_balanced_offsets_their_no
     # normal equations, so the best translation stays t and particle i's error is |d_i|
     d = np.random.default_rng(24).normal(size=(n_pairs, 2)) * 1.5
     offsets = np.concatenate([d, -d])
-    out = epoch_metrics(_fake_trainer(est, (moved + offsets) / APIX, truth, True), idx)
+    out = epoch_metrics(_state(est, (moved + offsets) / APIX, idx, True), truth)
     norms = np.linalg.norm(offsets, axis=1)
     np.testing.assert_allclose(out["shift_error_median_A"], np.median(norms), atol=1e-4)
     np.testing.assert_allclose(out["shift_error_mean_A"], norms.mean(), atol=1e-4)
 
     # an unperturbed subset: the particles of the indices only
     sub = np.arange(0, 2 * n_pairs, 3)
-    out = epoch_metrics(_fake_trainer(est, moved / APIX, truth, True), sub)
+    out = epoch_metrics(_state(est, moved / APIX, sub, True), truth)
     assert out["shift_error_median_A"] < 1e-4
 
 
@@ -85,8 +87,8 @@ def test_no_shift_metric_without_estimated_or_true_shifts():
     idx = np.arange(40)
     zeros = np.zeros((40, 2))
     truth = Truth(rotations=true, shifts_A=true_shifts)
-    no_estimate = epoch_metrics(_fake_trainer(est, zeros, truth, False), idx)
-    no_truth = epoch_metrics(_fake_trainer(est, zeros, Truth(rotations=true), True), idx)
+    no_estimate = epoch_metrics(_state(est, zeros, idx, False), truth)
+    no_truth = epoch_metrics(_state(est, zeros, idx, True), Truth(rotations=true))
     for out in (no_estimate, no_truth):
         assert "rotation_error_median_deg" in out and "shift_error_median_A" not in out
 
@@ -116,17 +118,19 @@ def test_trainer_logs_the_shift_error_of_its_current_shifts(tmp_path):
     np.testing.assert_allclose(
         truth.shifts_A, toy["shifts_px"].numpy() * toy["pixel_size_A"], atol=1e-4
     )
-    tr = Trainer(cfg, data, tmp_path / "ckpt", tmp_path / "metrics.jsonl", truth)
+    evaluate = make_epoch_evaluator(truth)
+    tr = Trainer(cfg, data, tmp_path / "ckpt", tmp_path / "metrics.jsonl", evaluate=evaluate)
     tr.fit()
     recs = tr.metrics()
     assert len(recs) == 2 and all("shift_error_median_A" in r for r in recs)
-    assert np.abs(tr.shift.numpy()).max() > 0  # the run did move the shifts
+    shift = tr.particles.shift.numpy()  # the trainer's current shifts (pixels)
+    assert np.abs(shift).max() > 0  # the run did move the shifts
     # independent: the simulator's shifts, the trainer's final rotations and shifts
-    rot = tr.rot.numpy().astype(np.float64)
+    rot = tr.particles.rot.numpy().astype(np.float64)
     res = rotation_error(rot, toy["rotations"].numpy())
     aligned = apply_pose_alignment(rot, res.rotation, res.flipped)
     want = shift_error(
-        tr.shift.numpy() * toy["pixel_size_A"],
+        shift * toy["pixel_size_A"],
         toy["shifts_px"].numpy() * toy["pixel_size_A"],
         aligned,
     )

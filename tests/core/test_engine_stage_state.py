@@ -104,4 +104,4 @@ def test_checkpoint_without_stage_states_still_resumes(data, tmp_path):
     resumed = _trainer(data, tmp_path)
     resumed.fit(resume=True)
     assert resumed.stages["direct"].steps == EPOCHS * N // BATCH - 4  # fresh counter
-    assert resumed.global_step == EPOCHS * N // BATCH
+    assert resumed.loop.global_step == EPOCHS * N // BATCH

@@ -7,8 +7,6 @@ translated by ``scipy.ndimage.shift``, with the content shift applied as an expl
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from cryospin.core.engine.report import epoch_metrics, truth_pose_metrics
+from cryospin.core.engine.results import EpochState, Truth
 from cryospin.core.evaluation.align_maps import align_maps, rotate_map
 from cryospin.core.evaluation.fsc_eval import fsc_curves
 from cryospin.core.evaluation.map_ops import real_space_correlation, translation_search
@@ -168,15 +167,18 @@ def test_epoch_metrics_aligns_an_off_centre_map() -> None:
 
     def resolution(shift: np.ndarray) -> tuple[float, float]:
         vol = ndimage.shift(truth.astype(np.float64), shift[::-1], order=5, mode="constant")
-        trainer = SimpleNamespace(
-            truth=SimpleNamespace(rotations=true, volume=truth, shifts_A=None),
-            rot=torch.as_tensor(true),
-            decoder=SimpleNamespace(to_map=lambda: torch.as_tensor(vol)),
-            data=SimpleNamespace(pixel_size_A=apix),
+        state = EpochState(
+            epoch=0,
+            indices=np.arange(100),
+            rotations=true,
+            shifts_px=None,
+            pixel_size_A=apix,
+            volume=lambda: torch.as_tensor(vol),
+            with_map=True,
         )
         unaligned = fsc_curves(vol, truth, apix)[1]
         return (
-            epoch_metrics(trainer, np.arange(100))["resolution_vs_truth_A"],
+            epoch_metrics(state, Truth(truth, true, None))["resolution_vs_truth_A"],
             resolution_at_threshold(torch.as_tensor(unaligned), box, apix, 0.5),
         )
 

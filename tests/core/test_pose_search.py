@@ -164,4 +164,4 @@ def test_search_repeats_while_the_mask_grows_until_a_pass_moves_few_particles(
     tr.fit()
     recs = tr.metrics()
     assert [r["epoch"] for r in recs if "search_time_s" in r] == searched
-    assert tr.search_epoch == searched[-1] and 0.0 <= tr.search_moved <= 1.0
+    assert tr.loop.search_epoch == searched[-1] and 0.0 <= tr.loop.search_moved <= 1.0

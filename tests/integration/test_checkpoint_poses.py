@@ -2,7 +2,7 @@
 
 A run stopped by ``max_steps`` (one process, and 2 ranks under torchrun with gloo) leaves pose
 files in ``--out`` whose N rows are the checkpointed poses. The reference is read independently
-from the checkpoint files with ``torch.load`` (``last.pt`` and, for 2 ranks, each rank's shard) and
+from the checkpoint files with ``torch.load`` (``last.pt`` and each process's shard file) and
 computed in float64 with scipy: ``R_i = exp(w_i) R0_i`` from the table's axis-angle ``w`` and base
 ``R0`` in the direct stage, the stored per-particle rotation in the amortized stage. The STAR file's
 Euler angles are turned back into matrices with scipy (RELION ``A`` is the transpose of
@@ -60,6 +60,19 @@ def _expected(table: dict, rot: torch.Tensor, shift: torch.Tensor, ready: bool):
     return Rotation.from_rotvec(w).as_matrix() @ base, table["shift"].double().numpy()
 
 
+def _checkpoint_rows(ckpt_dir: Path, world: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(global indices, rotations, shifts px)`` of every shard of ``ckpt_dir/last.pt``."""
+    state = torch.load(ckpt_dir / "last.pt", weights_only=False)
+    assert state["sharded"]["world_size"] == world == len(state["sharded"]["files"])
+    ready = state["loop"]["table_ready"]
+    parts = []
+    for name in state["sharded"]["files"]:
+        sh = torch.load(ckpt_dir / name, weights_only=False)
+        parts.append((sh["indices"], *_expected(sh["table"], sh["rot"], sh["shift"], ready)))
+    idx, rot, shift = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    return idx, rot, shift
+
+
 def _check(out: Path, rot: np.ndarray, shift: np.ndarray) -> None:
     got_rot, got_origin = _star_poses(out)
     assert got_rot.shape == (N, 3, 3)
@@ -79,8 +92,9 @@ def test_one_process_checkpoint_writes_the_checkpointed_poses(toy, tmp_path, max
     assert res.exit_code == 0 and "max_steps" in res.output, res.output
     assert not (out / "map.mrc").exists()  # stopped before the end
     state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
-    assert state["table_ready"] is ready and state["global_step"] == max_steps
-    rot, shift = _expected(state["table"], state["rot"], state["shift"], ready)
+    assert state["loop"]["table_ready"] is ready and state["loop"]["global_step"] == max_steps
+    idx, rot, shift = _checkpoint_rows(out / "checkpoints", 1)
+    assert idx.tolist() == list(range(N))
     if not ready:  # the poses the encoder gave the particles of the last two batches
         assert (np.abs(rot - np.eye(3)).max(axis=(1, 2)) > 1e-3).sum() >= 16
     _check(out, rot, shift)
@@ -99,21 +113,19 @@ def test_two_rank_checkpoint_writes_the_assembled_poses(toy, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ckpt_dir = out / "checkpoints"
     state = torch.load(ckpt_dir / "last.pt", weights_only=False)
-    assert state["sharded"]["world_size"] == 2 and state["table_ready"]
+    assert state["loop"]["table_ready"]
+    for name in state["sharded"]["files"]:  # each rank saved only its own rows
+        assert len(torch.load(ckpt_dir / name, weights_only=False)["indices"]) == N // 2
+    idx, r, s = _checkpoint_rows(ckpt_dir, 2)
     rot, shift = np.zeros((N, 3, 3)), np.full((N, 2), np.nan)
-    for name in state["sharded"]["files"]:
-        sh = torch.load(ckpt_dir / name, weights_only=False)
-        assert len(sh["indices"]) == N // 2  # each rank saved only its own rows
-        rot[sh["indices"]], shift[sh["indices"]] = _expected(
-            sh["table"], sh["rot"], sh["shift"], True
-        )
+    rot[idx], shift[idx] = r, s
     assert np.isfinite(shift).all()
     _check(out, rot, shift)
 
 
 def test_half_set_checkpoints_fill_their_own_rows(toy, tmp_path):
     """Half 1 finished, half 2 stopped by ``max_steps``: each half's rows come from its own
-    checkpoint (its particle set, not the whole-stack table it carries), and nothing else."""
+    checkpoint (which holds its particle set only), and nothing else."""
     from cryospin.core.engine import checkpoint as ckpt
     from cryospin.core.engine.config import validate_config
     from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
@@ -139,10 +151,10 @@ def test_half_set_checkpoints_fill_their_own_rows(toy, tmp_path):
     rot, shift = np.tile(np.eye(3), (N, 1, 1)), np.zeros((N, 2))
     for k in (0, 1):
         state = torch.load(dirs[k] / "last.pt", weights_only=False)
-        assert not state["table_ready"] and len(state["rot"]) == N
-        h = halves[k]
-        r, s = _expected(state["table"], state["rot"], state["shift"], False)
-        rot[h], shift[h] = r[h], s[h]
+        assert not state["loop"]["table_ready"]
+        idx, r, s = _checkpoint_rows(dirs[k], 1)
+        np.testing.assert_array_equal(idx, halves[k])
+        rot[idx], shift[idx] = r, s
     # half 2 stopped after 2 of its 3 batches: its last 8 particles still have no pose
     assert (np.abs(rot[halves[1]] - np.eye(3)).max(axis=(1, 2)) < 1e-12).sum() == 8
     _check(out, rot, shift)

@@ -147,8 +147,10 @@ def test_two_processes_match_one_process_with_the_global_batch(toy, tmp_path):
     assert [len(h["indices"]) for h in held] == [32, 32]
     assert all(h["table"]["opt_rot"]["exp_avg"].shape == (32, 3) for h in held)
     assert sorted(np.concatenate([h["indices"] for h in held]).tolist()) == list(range(64))
-    # the one-process run keeps its unsharded checkpoint
-    assert not list((one / "checkpoints").glob("poses-rank*"))
+    # the one-process run writes the same format: one shard
+    assert [p.name.split(".")[0] for p in (one / "checkpoints").glob("poses-rank*")] == [
+        "poses-rank0-of-1"
+    ]
 
 
 def _children(pid: int) -> list[int]:
@@ -174,13 +176,13 @@ def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     assert proc.returncode != 0, log
     # the last checkpoint is intact: last.pt loads and names shards that hold every particle
     state = ckpt.load(last)
-    assert state["sharded"]["world_size"] == 2 and not state["done"]
+    assert state["sharded"]["world_size"] == 2 and not state["loop"]["done"]
     rot, _ = assemble_poses(out / "checkpoints", 64)
     assert np.allclose(np.einsum("nij,nkj->nik", rot, rot), np.eye(3), atol=1e-4)
     # resume the 2-rank checkpoint with one process (re-partitioned, global batch kept at 16)
     res = _inproc(["--out", str(out), "--resume"])
     assert res.exit_code == 0, res.output
-    assert ckpt.load(last)["global_batch"] == 16
+    assert ckpt.load(last)["loop"]["global_batch"] == 16
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed"] and summary["world_size"] == 1
     assert summary["global_batch_size"] == 16 and summary["batch_size_per_rank"] == 16

@@ -4,15 +4,15 @@ A checkpoint is one ``torch.save`` file written through :func:`cryospin.core.ato
 (temporary name in the same folder, fsync, :func:`os.replace` over the old one), so a kill at any
 moment leaves either the old or the new checkpoint, never a torn one.
 
-Format (:data:`CHECKPOINT_VERSION`): :func:`trainer_state` lists every key of ``last.pt``; a
-distributed trainer moves the per-particle entries into shard files
-(:mod:`cryospin.core.engine.sharding`).
+Format (:data:`CHECKPOINT_VERSION`), the same for one process and several:
+:meth:`.trainer.Trainer.state_dict` lists every key of ``last.pt``; each process's per-particle
+rows live in its shard file (:func:`cryospin.core.engine.sharding.save_checkpoint`). Format 1
+(before the one trainer: a one-process ``last.pt`` held every row) is not read.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pickle
 import shutil
@@ -21,14 +21,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from cryospin.core.atomic import atomic_path
 from cryospin.core.errors import InputError
 
 CHECKPOINT_NAME = "last.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -47,81 +46,6 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
                 raise
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
         os.fsync(fh.fileno())
-
-
-def trainer_state(tr: Any) -> dict[str, Any]:
-    """Return the complete resumable state of a :class:`~cryospin.core.engine.trainer.Trainer`.
-
-    Loop position (epoch, step in epoch, global step, stage, switch bookkeeping), models and their
-    Adam states, the pose table, the per-particle rows (``rot``, ``prev_rot``, ``winners``,
-    ``prev_winners``, ``shift``; first dimension = particle, global index), the trainer's particle
-    set ``indices`` (global), epoch accumulators, stage statistics, the torch RNG state, and
-    ``stages``: each pose stage's own ``state_dict()`` by stage name (absent from checkpoints
-    written before it existed; see :func:`restore_stage_states`).
-    """
-    return {
-        "version": CHECKPOINT_VERSION,
-        "config": tr.cfg.model_dump(mode="json"),
-        "indices": np.asarray(tr.data.indices, dtype=np.int64).copy(),
-        "epoch": tr.epoch,
-        "step_in_epoch": tr.step_in_epoch,
-        "global_step": tr.global_step,
-        "stage": tr.stage_name,
-        "table_ready": tr.table_ready,
-        "switch_epoch": tr.switch_epoch,
-        "search": [tr.search_epoch, tr.search_moved],
-        "patience": tr.patience,
-        "head_changes": list(tr.head_changes),
-        "prev_loss": tr.prev_loss,
-        "decoder": tr.decoder.state_dict(),
-        "dec_opt": tr.dec_opt.state_dict(),
-        "encoder": None if tr.encoder is None else tr.encoder.state_dict(),
-        "enc_opt": None if tr.enc_opt is None else tr.enc_opt.state_dict(),
-        "table": tr.table.state_dict(),
-        "rot": tr.rot.clone(),
-        "prev_rot": tr.prev_rot,
-        "winners": tr.winners.copy(),
-        "prev_winners": tr.prev_winners.copy(),
-        "shift": tr.shift.clone(),
-        "acc": dict(tr.acc),
-        "stage_stats": json.loads(json.dumps(tr.stage_stats)),
-        "torch_rng": torch.get_rng_state(),
-        "done": tr.done,
-        "stages": {name: stage.state_dict() for name, stage in tr.stages.items()},
-    }
-
-
-def restore_trainer_state(tr: Any, s: dict[str, Any]) -> None:
-    """Put a :func:`trainer_state` dictionary ``s`` back into the trainer ``tr``."""
-    tr.epoch, tr.step_in_epoch = s["epoch"], s["step_in_epoch"]
-    tr.global_step, tr.stage_name = s["global_step"], s["stage"]
-    tr.table_ready, tr.switch_epoch = s["table_ready"], s["switch_epoch"]
-    tr.patience, tr.prev_loss = s["patience"], s["prev_loss"]
-    tr.search_epoch, tr.search_moved = s.get("search", [None, None])  # absent before the stop
-    tr.head_changes = list(s.get("head_changes", []))  # absent before the plateau rule
-    tr.decoder.load_state_dict(s["decoder"])
-    tr.dec_opt.load_state_dict(s["dec_opt"])
-    if tr.encoder is not None and s["encoder"] is not None:
-        tr.encoder.load_state_dict(s["encoder"])
-        tr.enc_opt.load_state_dict(s["enc_opt"])
-    tr.table.load_state_dict(s["table"])
-    tr.rot, tr.prev_rot = s["rot"], s["prev_rot"]
-    tr.winners, tr.prev_winners = s["winners"], s["prev_winners"]
-    tr.shift, tr.acc = s["shift"], s["acc"]
-    tr.stage_stats = s["stage_stats"]
-    torch.set_rng_state(s["torch_rng"])
-    tr.done = s["done"]
-
-
-def restore_stage_states(tr: Any, s: dict[str, Any]) -> None:
-    """Load each pose stage's state from a :func:`trainer_state` dictionary ``s``.
-
-    A checkpoint without ``stages`` (written before stage states were saved) leaves the stages as
-    constructed; a stage that is not in the checkpoint keeps its fresh state too.
-    """
-    for name, state in (s.get("stages") or {}).items():
-        if name in tr.stages:
-            tr.stages[name].load_state_dict(state)
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Multi-process reconstruction with ``torch.distributed`` (launched by ``torchrun``).
 
 Launch, backends and the process group: :mod:`cryospin.core.engine.process_group` (its helpers
-are re-exported here). Without a process group of more than one rank the one-process engine is
-used unchanged (:func:`make_trainer`).
-
-What each rank does (:class:`~cryospin.core.engine.dist_trainer.DistributedTrainer`):
+are re-exported here). Every process runs the one :class:`~cryospin.core.engine.trainer.Trainer`
+on its shard of the particles; it talks to the others only through its
+:class:`~cryospin.core.engine.collective.Collective`, which without a process group of more than
+one rank does nothing. What each rank does:
 
 * it owns a fixed block of the particles (:mod:`cryospin.core.engine.sharding`): reads only their
   images, holds and updates only their pose-table rows and Adam state, checkpoints them in its own
@@ -16,14 +16,15 @@ What each rank does (:class:`~cryospin.core.engine.dist_trainer.DistributedTrain
   stage's pose steps use the plain decoder (per-particle gradients need no all-reduce); its
   volume steps go through DDP;
 * ``batch_size`` is per rank: the global batch is ``G * batch_size`` (reported in the metrics
-  and ``summary.json``). Learning rates are those of a one-process run with that global batch;
+  and ``summary.json``, :func:`summary_fields`). Learning rates are those of a one-process run
+  with that global batch;
 * losses, images/s, winner-takes-all head statistics, pose changes and the stop request
   (SIGINT/SIGTERM on any rank) are reduced across ranks every step/epoch; only rank 0 writes
-  files and draws the progress bar; per-epoch metrics against a truth use up to
-  :data:`EVAL_SAMPLE` particles gathered on rank 0;
+  files and draws the progress bar; the per-epoch evaluation runs on rank 0 on up to
+  :data:`~cryospin.core.engine.epoch_end.EVAL_SAMPLE` particles gathered there;
 * after each checkpoint rank 0 writes ``poses.star``/``poses.pkl`` from the shard files (after
   every rank saved its own; :mod:`cryospin.core.engine.pose_output`); at the end it gathers the
-  final poses once and writes the pose files and the maps.
+  final poses once (:func:`gather_results`) and writes the pose files and the maps.
 
 Batch norm: on CUDA, batch-norm layers become ``SyncBatchNorm`` (statistics of the global batch);
 on CPU PyTorch does not support ``SyncBatchNorm``, so each rank keeps its own batch statistics and
@@ -35,15 +36,11 @@ floating-point summation order (see ``tests/integration/test_torchrun.py``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch.distributed as dist
 
-from cryospin.core.engine import sharding
-from cryospin.core.engine.dist_trainer import EVAL_SAMPLE, RUN_INFO, DistributedTrainer
 from cryospin.core.engine.process_group import (
     barrier,
     cli_args,
@@ -55,20 +52,17 @@ from cryospin.core.engine.process_group import (
     torchrun_command,
     world_size,
 )
-from cryospin.core.engine.trainer import Trainer, TrainResult, Truth
+from cryospin.core.engine.results import TrainResult
 
-#: the process-group and launcher helpers (:mod:`cryospin.core.engine.process_group`) and the
-#: trainer (:mod:`cryospin.core.engine.dist_trainer`) are part of this module's interface
+#: the process-group and launcher helpers (:mod:`cryospin.core.engine.process_group`) are part
+#: of this module's interface
 __all__ = [
-    "EVAL_SAMPLE",
-    "DistributedTrainer",
     "barrier",
     "cli_args",
     "gather_results",
     "init_from_env",
     "is_active",
     "is_main",
-    "make_trainer",
     "rank",
     "relaunch",
     "summary_fields",
@@ -77,41 +71,16 @@ __all__ = [
 ]
 
 
-def summary_fields(cfg: Any) -> dict[str, Any]:
-    """``world_size``, ``batch_size_per_rank`` and ``global_batch_size`` for ``summary.json``."""
+def summary_fields(results: list[TrainResult]) -> dict[str, Any]:
+    """``world_size``, ``batch_size_per_rank`` and ``global_batch_size`` for ``summary.json``.
+
+    The global batch is the trainers' (``results``: a resumed run keeps its checkpoint's, which
+    differs from ``world_size * batch_size`` when the number of processes changed).
+    """
     g = world_size()
-    gb = RUN_INFO.get("global_batch", g * cfg.batch_size)
+    gb = int(results[-1].global_batch or 0)
     per = gb // g if gb % g == 0 else gb / g
     return {"world_size": g, "batch_size_per_rank": per, "global_batch_size": gb}
-
-
-# ----------------------------------------------------------------------------- factory / gather
-def make_trainer(
-    cfg: Any,
-    data: Any,
-    ckpt_dir: Path,
-    metrics_path: Path,
-    truth: Truth | None = None,
-    tag: dict[str, Any] | None = None,
-    console: Any = None,
-    resume: bool = False,
-    on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
-) -> Trainer:
-    """Return a :class:`Trainer`, or a :class:`DistributedTrainer` when one is needed.
-
-    Distributed: under a process group of G > 1 ranks, or when resuming a sharded checkpoint
-    (with any number of ranks, one included). ``on_checkpoint`` becomes the trainer's
-    :attr:`~Trainer.on_checkpoint` (called on rank 0 only).
-    """
-    if tag is None or tag.get("half", 1) == 1:
-        RUN_INFO.clear()
-    tr: Trainer
-    if is_active() or (resume and sharding.is_sharded_checkpoint(ckpt_dir)):
-        tr = DistributedTrainer(cfg, data, ckpt_dir, metrics_path, truth, tag, console)
-    else:
-        tr = Trainer(cfg, data, ckpt_dir, metrics_path, truth, tag=tag, console=console)
-    tr.on_checkpoint = on_checkpoint if is_main() else None
-    return tr
 
 
 def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:

@@ -10,8 +10,9 @@ by the absolute path of the stack it was read from (``extra["absolute_image_path
 Poses of a checkpoint (:func:`checkpoint_poses`): once the pose table is initialised (direct stage)
 the table's ``R_i = exp(w_i) R0_i`` and its shifts; before (amortized stage) each particle's
 rotation and shift from the last encoder pass that saw it (identity and zero for particles not yet
-seen). A sharded (multi-process) checkpoint is read one shard file at a time on the process that
-writes the files (rank 0), after every rank saved its shard: no training step gathers the table.
+seen). The rows are read from the checkpoint's shard files (one per process), one file at a time,
+on the process that writes the files (rank 0), after every rank saved its shard: no training step
+gathers the table.
 """
 
 from __future__ import annotations
@@ -83,8 +84,8 @@ def checkpoint_poses(
     """Poses held by the checkpoint in ``ckpt_dir``: ``(global indices, rotations, shifts px)``.
 
     ``state`` is the content of ``ckpt_dir/last.pt`` when the caller has it in memory (it is read
-    otherwise). A sharded checkpoint's rows come from the shard files it names; a one-process one
-    holds tables over the whole stack, of which the rows of its particle set (``indices``) count.
+    otherwise). The rows come from the shard files it names
+    (:func:`cryospin.core.engine.sharding.save_checkpoint`).
 
     Raises:
         InputError: ``last.pt`` or a shard file is missing or unreadable.
@@ -92,12 +93,7 @@ def checkpoint_poses(
     ckpt_dir = Path(ckpt_dir)
     if state is None:
         state = ckpt.load(ckpt_dir / ckpt.CHECKPOINT_NAME)
-    ready = bool(state["table_ready"])
-    if not state.get("sharded"):
-        gidx = state.get("indices")
-        gidx = np.arange(len(state["rot"])) if gidx is None else np.asarray(gidx, np.int64)
-        rot, shift = _rows(state["table"], state["rot"], state["shift"], gidx, ready)
-        return gidx, rot, shift
+    ready = bool(state["loop"]["table_ready"])
     parts = []
     for name in state["sharded"]["files"]:
         sh = ckpt.load(ckpt_dir / name)

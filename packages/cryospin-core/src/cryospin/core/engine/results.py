@@ -40,6 +40,7 @@ class TrainResult:
     n_heads: int = 1
     switch_epoch: int | None = None
     epochs: int | None = None  # the resolved schedule's total (engine.schedule)
+    global_batch: int | None = None  # particles per step over every process (summary.json)
 
 
 @dataclass(frozen=True)

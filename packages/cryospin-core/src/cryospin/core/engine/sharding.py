@@ -1,4 +1,4 @@
-"""Particle sharding for multi-process runs: ownership, per-step batch plans, sharded checkpoints.
+"""Particle sharding: ownership, per-step batch plans, checkpoints (one process is one shard).
 
 Ownership. The particles of a set (the whole stack, or one half-set) are split into ``G``
 contiguous blocks of their (sorted) global indices, ``np.array_split``: rank ``r`` owns block ``r``
@@ -14,31 +14,36 @@ owns (``batch_size`` in expectation; the count varies from step to step). The di
 weights each rank's gradient by ``n_r / n_t`` before the all-reduce, so the update equals the
 one-process update on the whole global batch (see :mod:`cryospin.core.engine.distributed`).
 
-Sharded checkpoints. ``<ckpt>/poses-rank{r}-of-{G}.{seq}.pt`` holds rank ``r``'s global particle
-indices, its pose-table rows with their Adam state, and its per-particle bookkeeping; ``last.pt``
-(rank 0) holds everything else and names the shard files of its save ``seq``. Shards are written
-first, ``last.pt`` is replaced after all ranks wrote theirs, and older shards are deleted only
-then, so a kill at any moment leaves a complete, consistent checkpoint. On load every rank scans the
-shard files one at a time and keeps the rows of the particles it owns now (re-partitioning by
-global index), so a run resumes with any number of ranks.
+Checkpoints (:func:`save_checkpoint`; one format for one process and ``G``: a one-process run is
+rank 0 of 1). ``<ckpt>/poses-rank{r}-of-{G}.{seq}.pt`` holds rank ``r``'s global particle indices,
+its pose-table rows with their Adam state, and its per-particle rows
+(:class:`.loop_state.ParticleState`); ``last.pt`` (rank 0) holds everything else and names the
+shard files of its save ``seq``. Shards are written first, ``last.pt`` is replaced after all ranks
+wrote theirs, and older shards are deleted only then, so a kill at any moment leaves a complete,
+consistent checkpoint. On load every rank scans the shard files one at a time and keeps the rows of
+the particles it owns now (re-partitioning by global index), so a run resumes with any number of
+processes.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine.data import Batch, ParticleData
+from cryospin.core.engine.loop_state import ROW_KEYS
 from cryospin.core.errors import InputError
 
+if TYPE_CHECKING:
+    from cryospin.core.engine.collective import Collective
+
 SHARD_RE = re.compile(r"^poses-rank(\d+)-of-(\d+)\.(\d+)\.pt$")
-#: per-particle entries of the trainer state that live in the shards (first dimension = particle)
-ROW_KEYS = ("rot", "prev_rot", "winners", "prev_winners", "shift")
 
 
 def shard_name(rank: int, world: int, seq: int) -> str:
@@ -75,14 +80,16 @@ class ShardData:
                 "(each needs at least one); use fewer processes"
             )
         self.owned_global = np.asarray(full.indices[self.start : self.stop], dtype=np.int64)
-        self.local = ParticleData(
-            full.stack,
-            full.box,
-            full.invert,
-            subset=self.owned_global,
-            cache=cache,
-            noise_std=full.noise_std,
-        )
+        self.local = full  # one process: the set itself (its cache too)
+        if world > 1:
+            self.local = ParticleData(
+                full.stack,
+                full.box,
+                full.invert,
+                subset=self.owned_global,
+                cache=cache,
+                noise_std=full.noise_std,
+            )
         self.indices = np.arange(self.stop - self.start, dtype=np.int64)
         self.stack = full.stack
         self.box = full.box
@@ -166,8 +173,7 @@ def restore_rows(
 ) -> dict[str, Any]:
     """Rows of the particles ``owned_global`` from a checkpoint, re-partitioned by global index.
 
-    ``state`` is ``last.pt``; a sharded one names its shard files (read one at a time), a
-    one-process one holds full tables indexed by global particle index. ``template`` is the
+    ``state`` is ``last.pt``; it names its shard files (read one at a time). ``template`` is the
     local ``{"table": PoseTable.state_dict(), "rot": ..., ...}`` to fill (modified in place and
     returned). A particle missing from every shard raises :class:`InputError`.
     """
@@ -196,31 +202,62 @@ def restore_rows(
             _put(template[k], local, v[sel])
         found[local] = True
 
-    sharded = state.get("sharded")
-    if sharded:
-        for name in sharded["files"]:
-            path = Path(ckpt_dir) / name
-            if not path.exists():
-                raise InputError(f"checkpoint shard missing: {path}")
-            sh = ckpt.load(path)
-            gidx = np.asarray(sh["indices"], np.int64)
-            take(gidx, sh["table"], sh, np.arange(len(gidx)))
-            del sh
-    else:
-        take(owned_global, state["table"], {k: state.get(k) for k in ROW_KEYS}, owned_global)
+    for name in state["sharded"]["files"]:
+        path = Path(ckpt_dir) / name
+        if not path.exists():
+            raise InputError(f"checkpoint shard missing: {path}")
+        sh = ckpt.load(path)
+        gidx = np.asarray(sh["indices"], np.int64)
+        take(gidx, sh["table"], sh, np.arange(len(gidx)))
+        del sh
     if not found.all():
         miss = owned_global[~found][:3].tolist()
         raise InputError(f"checkpoint in {ckpt_dir} has no pose rows for particles {miss}")
     return template
 
 
+def shard_listing(world: int, seq: int) -> dict[str, Any]:
+    """``last.pt``'s ``sharded`` entry of save ``seq``: ``world_size`` and every shard's name."""
+    return {"world_size": world, "files": [shard_name(r, world, seq) for r in range(world)]}
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    comm: Collective,
+    seq: int,
+    shard: dict[str, Any],
+    main_state: Callable[[], dict[str, Any]],
+    on_checkpoint: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> None:
+    """Checkpoint save ``seq`` (collective): shards, then ``last.pt`` (rank 0), then old shards.
+
+    Every rank writes its ``shard`` (``indices`` (global), ``table`` and the
+    :data:`.loop_state.ROW_KEYS` rows); after a barrier rank 0 writes ``main_state()``
+    (which names the shard files of ``seq``), deletes every other shard file, and calls
+    ``on_checkpoint(ckpt_dir, state)`` (which may read the shards: the pose files) before the
+    closing barrier, so no shard it reads is replaced meanwhile.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    write_shard(
+        ckpt_dir / shard_name(comm.rank, comm.world, seq),
+        shard["indices"],
+        shard["table"],
+        {k: shard[k] for k in ROW_KEYS},
+    )
+    comm.barrier()
+    if comm.is_main:
+        state = main_state()
+        ckpt.save_atomic(state, ckpt_dir / ckpt.CHECKPOINT_NAME)
+        keep = set(state["sharded"]["files"])
+        for p in shard_files(ckpt_dir):
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+        if on_checkpoint is not None:
+            on_checkpoint(ckpt_dir, state)
+    comm.barrier()
+
+
 def shard_files(ckpt_dir: Path) -> list[Path]:
     """Every shard file in ``ckpt_dir``."""
     d = Path(ckpt_dir)
     return sorted(p for p in d.glob("poses-rank*-of-*.pt") if SHARD_RE.match(p.name))
-
-
-def is_sharded_checkpoint(ckpt_dir: Path) -> bool:
-    """Whether ``ckpt_dir/last.pt`` was written by a distributed run (shard files beside it)."""
-    d = Path(ckpt_dir)
-    return (d / ckpt.CHECKPOINT_NAME).exists() and bool(shard_files(d))

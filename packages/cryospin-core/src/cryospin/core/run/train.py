@@ -1,8 +1,8 @@
 """Training step of a run: torch settings, one trainer per half-set (or one on the whole stack).
 
-The trainers themselves are the engine's (:mod:`cryospin.core.engine.distributed` picks the
-one-process or multi-process trainer); this module only decides what each trains on, where it
-checkpoints and which seed it gets.
+The trainer itself is the engine's (:class:`cryospin.core.engine.trainer.Trainer`, the same in
+one process and under torchrun); this module only decides what each trains on, where it
+checkpoints, which seed it gets and how it evaluates each epoch.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cryospin.core.engine import distributed
+from cryospin.core.engine import report
 from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.data import ParticleData, split_half_sets
 from cryospin.core.engine.pose_output import CheckpointPoses
 from cryospin.core.engine.results import TrainResult
+from cryospin.core.engine.trainer import Trainer
 from cryospin.core.run.context import RunInputs
 
 
@@ -85,9 +86,10 @@ def train(run: RunInputs, *, resume: bool, console: Any) -> Trained:
     metrics_path = out / "metrics.jsonl"  # a new run's old one was removed by open_run_folder
     ckpt_dirs = checkpoint_dirs(out, cfg.half_sets)
     pose_files = CheckpointPoses(out, run.particles, stack, run.pixel_size_A, run.box, ckpt_dirs)
-    common: dict[str, Any] = {"console": console, "resume": resume, "on_checkpoint": pose_files}
+    evaluate = report.make_epoch_evaluator(run.truth)
+    common: dict[str, Any] = {"console": console, "evaluate": evaluate, "on_checkpoint": pose_files}
     if not cfg.half_sets:
-        tr = distributed.make_trainer(cfg, base, ckpt_dirs[0], metrics_path, run.truth, **common)
+        tr = Trainer(cfg, base, ckpt_dirs[0], metrics_path, **common)
         return Trained([tr.fit(resume=resume)])
     seeds = half_set_seeds(cfg.seed)
     results: list[TrainResult] = []
@@ -101,8 +103,6 @@ def train(run: RunInputs, *, resume: bool, console: Any) -> Trained:
             noise_std=base.noise_std,
         )
         half_cfg = cfg.model_copy(update={"seed": seeds[k - 1]})
-        tr = distributed.make_trainer(
-            half_cfg, data, ckpt_dirs[k - 1], metrics_path, run.truth, tag={"half": k}, **common
-        )
+        tr = Trainer(half_cfg, data, ckpt_dirs[k - 1], metrics_path, tag={"half": k}, **common)
         results.append(tr.fit(resume=resume))
     return Trained(results, seeds)

@@ -118,7 +118,7 @@ def run_record(
         "cpu_time_s": cpu_seconds(),
         "device": str(torch.device(_device_name(run.cfg.device))),
         "resumed": bool(resumed),
-        **distributed.summary_fields(run.cfg),
+        **distributed.summary_fields(asm.results),
         "invert_contrast": run.data.invert,
         **{k: v for k, v in input_info.items() if k != "invert_contrast"},
         **report.run_provenance(started[1]),
