@@ -202,8 +202,9 @@ class PoseTable:
             return
         rows = torch.as_tensor(rows, dtype=torch.int64)
         for chunk in rows.split(4096):
-            self.opt_rot.catch_up(chunk)
-            self.opt_shift.catch_up(chunk)
+            for opt in (self.opt_rot, self.opt_shift):
+                if isinstance(opt, LazyDenseAdam):
+                    opt.catch_up(chunk)
             self.base[chunk] = table_rotations(self.omega[chunk], self.base[chunk])
             self.omega[chunk] = 0
 
