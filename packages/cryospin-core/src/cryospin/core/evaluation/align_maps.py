@@ -51,10 +51,10 @@ import torch
 
 from cryospin.core.evaluation.align_search import Level, hopf_grid, sphere_directions
 from cryospin.core.evaluation.map_ops import (
-    as_map,
     background_level,
     flip_hand,
     lowpass_gaussian,
+    map_pair,
     radius_sq,
     real_space_correlation,
     rotate_map,
@@ -225,10 +225,7 @@ def align_maps(
         ValueError: the maps are not cubic or differ in shape, or ``hands`` is unknown.
     """
     t_start = time.perf_counter()
-    ref_np = np.asarray(as_map(ref), dtype=np.float64)
-    mov_np = np.asarray(as_map(moving), dtype=np.float64)
-    if ref_np.shape != mov_np.shape:
-        raise ValueError(f"maps differ in shape: {ref_np.shape} vs {mov_np.shape}")
+    ref_np, mov_np = map_pair(ref, moving)
     if hands not in ("both", "same", "flipped"):
         raise ValueError(f"hands must be 'both', 'same' or 'flipped', got {hands!r}")
     d = ref_np.shape[0]

@@ -40,6 +40,19 @@ def as_map(vol: Any) -> np.ndarray:
     return arr
 
 
+def map_pair(ref: Any, moving: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Return two cubic maps ``(D, D, D)`` as float64 numpy arrays (:func:`as_map`).
+
+    Raises:
+        ValueError: a map is not cubic, or the two differ in shape.
+    """
+    a = np.asarray(as_map(ref), dtype=np.float64)
+    b = np.asarray(as_map(moving), dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in shape: {a.shape} vs {b.shape}")
+    return a, b
+
+
 def flip_hand(vol: Any) -> Any:
     """Mirror a map ``z -> -z`` about the centre ``c = D // 2``: ``out[z] = vol[(2c - z) % D]``.
 
@@ -144,10 +157,7 @@ def translation_search(ref: Any, moving: Any, subvoxel: bool = True) -> np.ndarr
     Raises:
         ValueError: the maps are not cubic or differ in shape.
     """
-    a = np.asarray(as_map(ref), dtype=np.float64)
-    b = np.asarray(as_map(moving), dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"maps differ in shape: {a.shape} vs {b.shape}")
+    a, b = map_pair(ref, moving)
     d = a.shape[0]
     cross = np.fft.fftn(a - a.mean()) * np.conj(np.fft.fftn(b - b.mean()))
     cc = np.fft.ifftn(cross).real

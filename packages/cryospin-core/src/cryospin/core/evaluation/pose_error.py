@@ -77,6 +77,14 @@ def _as_rotations(x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _rotation_pair(estimated: Any, true: Any) -> tuple[np.ndarray, np.ndarray]:
+    est = _as_rotations(estimated, "estimated")
+    tru = _as_rotations(true, "true")
+    if est.shape != tru.shape:
+        raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    return est, tru
+
+
 def flip_hand_poses(rotations: Any) -> np.ndarray:
     """Poses of the hand-flipped (``z -> -z``) map that give the same images: ``F A F``.
 
@@ -223,10 +231,7 @@ def rotation_error(
     Raises:
         ValueError: shapes differ or are not ``(N, 3, 3)``, or ``hands`` is unknown.
     """
-    est = _as_rotations(estimated, "estimated")
-    tru = _as_rotations(true, "true")
-    if est.shape != tru.shape:
-        raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    est, tru = _rotation_pair(estimated, true)
     if hands not in ("both", "same", "flipped"):
         raise ValueError(f"hands must be 'both', 'same' or 'flipped', got {hands!r}")
     options = {"both": (False, True), "same": (False,), "flipped": (True,)}[hands]
@@ -369,10 +374,7 @@ def symmetric_pose_errors(
     Raises:
         ValueError: shapes differ or are not ``(N, 3, 3)``.
     """
-    est = _as_rotations(estimated, "estimated")
-    tru = _as_rotations(true, "true")
-    if est.shape != tru.shape:
-        raise ValueError(f"estimated {est.shape} and true {tru.shape} shapes differ")
+    est, tru = _rotation_pair(estimated, true)
     if group is None:
         group = (
             PointGroup.trivial()
