@@ -129,8 +129,8 @@ def test_half_set_checkpoints_fill_their_own_rows(toy, tmp_path):
     from cryospin.core.engine import checkpoint as ckpt
     from cryospin.core.engine.config import validate_config
     from cryospin.core.engine.data import ParticleData, open_stack, split_half_sets
-    from cryospin.core.engine.pose_output import CheckpointPoses
     from cryospin.core.engine.trainer import Trainer
+    from cryospin.core.run.poses import CheckpointPoses
 
     stack = open_stack(toy["star"])
     halves = split_half_sets(stack, 1)

@@ -160,7 +160,7 @@ def _children(pid: int) -> list[int]:
 
 def test_killing_one_rank_fails_cleanly_and_one_rank_resumes(toy, tmp_path):
     from cryospin.core.engine import checkpoint as ckpt
-    from cryospin.core.engine.pose_output import assemble_poses
+    from cryospin.core.run.poses import assemble_poses
 
     out, ref = tmp_path / "killed", tmp_path / "ref"
     cfg = _config(tmp_path, "c", toy, batch_size=8, epochs=6)

@@ -6,11 +6,10 @@ at the switch and while the mask grows), :mod:`.data` (preprocessing, batches, h
 :mod:`.forward` (forward model and losses), :mod:`.stages` (``amortized`` and ``direct`` pose
 stages), :mod:`.pose_table` (per-particle poses and row-sparse Adam), :mod:`.trainer` (loop,
 switch rule), :mod:`.checkpoint` (checkpoint format, atomic save, signal guard),
-:mod:`.metrics_log` (``metrics.jsonl``), :mod:`.results`, :mod:`.pose_output` (``poses.star`` and
-``poses.pkl``, at the end and every checkpoint), :mod:`.report` (evaluation glue),
+:mod:`.metrics_log` (``metrics.jsonl``), :mod:`.results`, :mod:`.report` (evaluation glue),
 :mod:`.io_bridge` (maps and poses through the registry), :mod:`.progress` (rich progress bar),
 :mod:`.nonfinite` (stop on a non-finite loss). Multi-process runs:
 :mod:`.distributed` (overview, trainer factory, result gathering), :mod:`.process_group` (group
-and ``torchrun`` launcher), :mod:`.dist_trainer`, :mod:`.ddp`, :mod:`.sharding`. A whole run
+and ``torchrun`` launcher), :mod:`.ddp`, :mod:`.sharding`. A whole run
 (train, assemble, evaluate, write) is orchestrated by :mod:`cryospin.core.run`.
 """

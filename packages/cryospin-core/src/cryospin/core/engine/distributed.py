@@ -23,7 +23,7 @@ one rank does nothing. What each rank does:
   files and draws the progress bar; the per-epoch evaluation runs on rank 0 on up to
   :data:`~cryospin.core.engine.epoch_end.EVAL_SAMPLE` particles gathered there;
 * after each checkpoint rank 0 writes ``poses.star``/``poses.pkl`` from the shard files (after
-  every rank saved its own; :mod:`cryospin.core.engine.pose_output`); at the end it gathers the
+  every rank saved its own; :mod:`cryospin.core.run.poses`); at the end it gathers the
   final poses once (:func:`gather_results`) and writes the pose files and the maps.
 
 Batch norm: on CUDA, batch-norm layers become ``SyncBatchNorm`` (statistics of the global batch);

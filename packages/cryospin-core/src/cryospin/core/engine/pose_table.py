@@ -35,7 +35,7 @@ def table_rotations(omega: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
         base: ``(B, 3, 3)`` rotations ``R0`` held since the switch (RELION ``A``).
 
     Used by :class:`PoseTable` and to read poses out of a saved table state
-    (:mod:`cryospin.core.engine.pose_output`).
+    (:mod:`cryospin.core.run.poses`).
     """
     return exp_map(omega) @ base
 

@@ -4,7 +4,7 @@ The steps are modules of :mod:`cryospin.core.run`: :mod:`.inputs` (the particles
 :mod:`.context` (what every step reads), :mod:`.train`, :mod:`.assemble`, :mod:`.evaluate`,
 :mod:`.write`. Outputs in ``out``: ``config.yaml`` and ``run.json`` (the run folder contract,
 :mod:`.folder`), ``map.mrc``, ``poses.star``, ``poses.cs`` and ``poses.pkl`` (also rewritten
-after every checkpoint, :mod:`cryospin.core.engine.pose_output`), ``metrics.jsonl``,
+after every checkpoint, :mod:`cryospin.core.run.poses`), ``metrics.jsonl``,
 ``fsc.csv``/``fsc.png``, ``orientations.png``, ``head_usage.png``, ``checkpoints/``,
 ``summary.json``. With ``half_sets`` also ``map_half1.mrc``/``map_half2.mrc`` (half 2 aligned
 onto half 1) and ``half{1,2}/checkpoints``.

@@ -17,10 +17,10 @@ import torch
 from cryospin.core.engine import report
 from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.data import ParticleData, split_half_sets
-from cryospin.core.engine.pose_output import CheckpointPoses
 from cryospin.core.engine.results import TrainResult
 from cryospin.core.engine.trainer import Trainer
 from cryospin.core.run.context import RunInputs
+from cryospin.core.run.poses import CheckpointPoses
 
 
 @dataclass
@@ -76,7 +76,7 @@ def train(run: RunInputs, *, resume: bool, console: Any) -> Trained:
     own seed (:func:`half_set_seeds`) and the whole stack's noise level; else one on the whole
     stack (``run.data``). Each trainer appends to ``out/metrics.jsonl`` and, after every
     checkpoint, the pose files are rewritten
-    (:class:`~cryospin.core.engine.pose_output.CheckpointPoses`, rank 0). ``console``: the rich
+    (:class:`~cryospin.core.run.poses.CheckpointPoses`, rank 0). ``console``: the rich
     console of the progress display (``None``: stderr).
 
     Raises:

@@ -2,7 +2,7 @@
 
 Files in the run folder: ``map.mrc`` (with half-sets also ``map_half1.mrc`` and
 ``map_half2.mrc``, half 2 aligned onto half 1), ``poses.star``, ``poses.cs`` and ``poses.pkl``
-(:mod:`cryospin.core.engine.pose_output`), ``fsc.csv``, ``fsc.png``, ``orientations.png``,
+(:mod:`cryospin.core.run.poses`), ``fsc.csv``, ``fsc.png``, ``orientations.png``,
 ``head_usage.png``, and last ``summary.json``.
 """
 
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from cryospin.core.engine import distributed, io_bridge, report
-from cryospin.core.engine.pose_output import write_pose_files
 from cryospin.core.errors import ConfigError
 from cryospin.core.run.assemble import Assembled
 from cryospin.core.run.context import RunInputs
 from cryospin.core.run.evaluate import Evaluation
+from cryospin.core.run.poses import write_pose_files
 
 
 def write_results(run: RunInputs, asm: Assembled, ev: Evaluation) -> None:
