@@ -190,7 +190,7 @@ def test_with_shifts_every_head_predicts_a_translation(tmp_path) -> None:
         conf = dict(enc) if explicit is None else {**enc, "estimate_shifts": explicit}
         cfg = validate_config({"shifts": shifts, "encoder_config": conf, "progress": False})
         tr = Trainer(cfg, data, tmp_path / f"c{shifts}{explicit}", tmp_path / "m.jsonl")
-        out = tr.encoder(data.batch(data.indices[:4]).images)
+        out = tr.models.encoder(data.batch(data.indices[:4]).images)
         assert (out.shifts_A is not None) is expected
 
 

@@ -1,4 +1,4 @@
-"""The end of an epoch: its ``metrics.jsonl`` record, the per-epoch evaluation, the switch rule.
+"""The end of an epoch (:class:`EpochEnd`): its record, the evaluation, the switch rule.
 
 Every number of the record is over all processes: the per-particle statistics (pose change,
 head usage and changes) are summed with the :class:`.collective.Collective` before they are
@@ -8,6 +8,7 @@ process (:class:`.results.EpochState`), never on the trainer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 from cryospin.core.engine.collective import Collective
 from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.loop_state import LoopState, ParticleState
+from cryospin.core.engine.metrics_log import MetricsLog
 from cryospin.core.engine.results import EpochEvaluator, EpochState
 from cryospin.core.engine.sharding import ShardData
 from cryospin.core.so3 import geodesic_distance_deg
@@ -106,6 +108,59 @@ def decide_switch(
         done, loop.head_changes, loss_change, loop.patience
     )
     return bool(switch)
+
+
+class EpochEnd:
+    """Closes an epoch: its record, the evaluation, the switch rule, the ``metrics.jsonl`` line.
+
+    Args:
+        cfg: the run configuration (schedule resolved).
+        comm: the other processes.
+        n_heads: the encoder's candidates per image (1 without one).
+        evaluation: the per-epoch evaluation.
+        log: ``metrics.jsonl`` (written by rank 0).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        comm: Collective,
+        n_heads: int,
+        evaluation: EpochEvaluation,
+        log: MetricsLog,
+    ) -> None:
+        self.cfg, self.comm, self.n_heads = cfg, comm, n_heads
+        self.evaluation, self.log = evaluation, log
+
+    def __call__(
+        self, epoch: int, loop: LoopState, rows: ParticleState, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the record of ``epoch`` to ``metrics.jsonl`` and return it.
+
+        The record: :func:`epoch_record`, ``loss_change``, the evaluation's metrics,
+        ``eval_time_s`` and ``switch``. Updates ``loop`` (previous loss, accumulators reset,
+        the switch to the direct stage when :func:`decide_switch` says so) and ``rows`` (this
+        epoch's poses become the previous ones).
+        """
+        cfg = self.cfg
+        rec, loss, head_change = epoch_record(
+            epoch, cfg, loop, rows, self.comm, self.n_heads, extra
+        )
+        if loop.prev_loss:
+            rec["loss_change"] = abs(loss - loop.prev_loss) / abs(loop.prev_loss)
+        t0 = time.perf_counter()
+        rec.update(self.evaluation(epoch, rows, (epoch + 1) % cfg.eval_every == 0))
+        rec["eval_time_s"] = time.perf_counter() - t0  # evaluation vs a truth (not training)
+        switch = decide_switch(cfg, loop, epoch, loss, head_change)
+        loop.prev_loss = loss
+        rows.end_epoch()
+        loop.reset_epoch()
+        if switch:
+            rec["switch"] = True
+            loop.switch_epoch = epoch + 1
+            loop.stage = "direct"
+        self.log.append(rec)
+        return rec
 
 
 class EpochEvaluation:

@@ -81,6 +81,13 @@ class LoopState:
         self.global_step += 1
         self.step_in_epoch += 1
 
+    def stage_summary(self) -> dict[str, dict[str, float | None]]:
+        """Return :attr:`stage_stats` with each stage's ``images_per_s`` (``None``: no time)."""
+        return {
+            name: {**st, "images_per_s": st["images"] / st["time_s"] if st["time_s"] else None}
+            for name, st in self.stage_stats.items()
+        }
+
     def reset_epoch(self) -> None:
         """Zero the epoch's accumulators."""
         self.acc = _accumulators()

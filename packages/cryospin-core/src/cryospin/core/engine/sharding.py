@@ -37,7 +37,8 @@ import torch
 
 from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine.data import Batch, ParticleData
-from cryospin.core.engine.loop_state import ROW_KEYS
+from cryospin.core.engine.loop_state import ROW_KEYS, ParticleState
+from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.errors import InputError
 
 if TYPE_CHECKING:
@@ -255,6 +256,25 @@ def save_checkpoint(
         if on_checkpoint is not None:
             on_checkpoint(ckpt_dir, state)
     comm.barrier()
+
+
+def restore_shard(
+    state: dict[str, Any],
+    ckpt_dir: Path,
+    owned_global: np.ndarray,
+    table: PoseTable,
+    fresh: ParticleState,
+) -> ParticleState:
+    """Load the rows of the particles ``owned_global`` from a checkpoint (:func:`restore_rows`).
+
+    Their pose-table rows go into ``table``; the per-particle rows come back as a new
+    :class:`.loop_state.ParticleState` (``fresh``, of the same length, gives their types).
+    """
+    template = {"table": table.state_dict(), **fresh.rows()}
+    template["prev_rot"] = fresh.rot.clone()
+    rows = restore_rows(state, ckpt_dir, owned_global, template)
+    table.load_state_dict(rows.pop("table"))
+    return ParticleState(**rows)
 
 
 def shard_files(ckpt_dir: Path) -> list[Path]:

@@ -1,6 +1,7 @@
-"""Starting poses of the pose table, and the grid searches of the direct stage.
+"""The start of the direct stage (the switch pass) and its grid searches.
 
-* :func:`initial_poses`: the table's start without an encoder (``init_poses``);
+* :func:`switch_pass`: fill the pose table, from the encoder's best candidates or
+  :func:`initial_poses` (``init_poses``);
 * :func:`search_before`: the global grid search of every table pose before a direct epoch while
   the frequency mask grows (:func:`.pose_search.search_table`), with its stopping rule;
 * :func:`record_search`: the share of all particles a search pass moved, summed over processes.
@@ -9,6 +10,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +19,7 @@ import torch
 from cryospin.core.engine.collective import Collective
 from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.forward import frequency_mask
-from cryospin.core.engine.loop_state import LoopState
+from cryospin.core.engine.loop_state import LoopState, ParticleState
 from cryospin.core.engine.sharding import ShardData
 from cryospin.core.engine.stages import EngineContext
 from cryospin.core.errors import ConfigError
@@ -50,6 +53,44 @@ def initial_poses(cfg: RunConfig, data: ShardData) -> tuple[torch.Tensor, torch.
     if cfg.shifts and stack.shifts_A is not None:
         shifts = torch.as_tensor(-np.asarray(stack.shifts_A)[sel] / data.pixel_size_A)
     return torch.as_tensor(rot), shifts
+
+
+def switch_pass(
+    cfg: RunConfig,
+    loop: LoopState,
+    ctx: EngineContext,
+    stages: dict[str, Any],
+    data: ShardData,
+    rows: ParticleState,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Initialise the pose table of ``data``'s particles, then set up the direct stage.
+
+    With an encoder: each particle's best candidate (the amortized stage's
+    ``best_candidates``, with a grid search of ``switch_search`` rotations when set), its
+    shift and winning head; without one: :func:`initial_poses`. ``rows`` (the trainer's
+    per-particle poses) then hold the table's poses, ``loop.table_ready`` is set, and the pass's
+    time goes to ``ctx.extra["switch_time_s"]``.
+    """
+    t0 = time.perf_counter()
+    table = ctx.table
+    local = torch.as_tensor(data.indices)
+    if ctx.encoder is not None:
+        idx, rots, shifts, wins = stages["amortized"].best_candidates(
+            ctx, data, cfg.batch_size, progress, search=cfg.switch_search
+        )
+        local = torch.as_tensor(idx)
+        rows.winners[idx] = wins
+    else:
+        rots, shifts = initial_poses(cfg, data)
+    table.set_base(local, rots)
+    if shifts is not None:
+        table.shift[local] = shifts.to(table.shift.dtype)
+    rows.rot[local] = table.rotations(local).detach()
+    rows.shift[local] = table.shift[local]
+    loop.table_ready = True
+    stages["direct"].setup(ctx)
+    ctx.extra["switch_time_s"] = time.perf_counter() - t0
 
 
 def record_search(loop: LoopState, comm: Collective, n: int, epoch: int, share: float) -> None:

@@ -30,18 +30,19 @@ import torch
 from cryospin.core.engine import checkpoint as ckpt
 from cryospin.core.engine import sharding
 from cryospin.core.engine.collective import Collective, make_collective
-from cryospin.core.engine.config import RunConfig, validate_component_config
+from cryospin.core.engine.config import RunConfig
 from cryospin.core.engine.data import ParticleData
-from cryospin.core.engine.epoch_end import EpochEvaluation, decide_switch, epoch_record
+from cryospin.core.engine.epoch_end import EpochEnd, EpochEvaluation
 from cryospin.core.engine.forward import frequency_mask
 from cryospin.core.engine.loop_state import LoopState, ParticleState
 from cryospin.core.engine.metrics_log import MetricsLog
+from cryospin.core.engine.models import build_models
 from cryospin.core.engine.nonfinite import check_loss
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.results import EpochEvaluator, TrainResult
 from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
 from cryospin.core.engine.stages import EngineContext, build_stages
-from cryospin.core.engine.switch_pass import initial_poses, record_search, search_before
+from cryospin.core.engine.switch_pass import record_search, search_before, switch_pass
 from cryospin.core.errors import InputError
 
 
@@ -85,7 +86,6 @@ class Trainer:
         #: the configuration with the work schedule resolved for the whole particle set
         self.cfg = resolve_schedule(cfg, self.data.n_set, data.box)
         self.n_epochs = int(self.cfg.epochs or 0)
-        self.n_amortized = int(self.cfg.switch_epoch or 0)
         self.ckpt_dir = Path(ckpt_dir)
         self.ckpt_path = self.ckpt_dir / ckpt.CHECKPOINT_NAME
         self.tag = tag or {}
@@ -96,33 +96,16 @@ class Trainer:
         self.device = self.comm.device(torch.device(auto if cfg.device == "auto" else cfg.device))
         self.on_checkpoint = on_checkpoint
         self._build()
-        self.evaluation = EpochEvaluation(
-            evaluate, self.comm, self.data, self._volume, bool(self.cfg.shifts)
-        )
+        evaluation = EpochEvaluation(evaluate, self.comm, self.data, self._volume, self.cfg.shifts)
+        self.epoch_end = EpochEnd(self.cfg, self.comm, self.n_heads, evaluation, self.log)
 
     # ------------------------------------------------------------------ construction
     def _build(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.crop = amortized_crop(cfg, self.data.box)
-        dec_cls = self.registry.get("decoder", cfg.decoder)
-        dec_conf = validate_component_config(dec_cls, cfg.decoder_config, "decoder_config")
-        self.decoder = dec_cls(dec_conf, self.data.box, self.data.pixel_size_A).to(self.device)
-        self.encoder = None
-        self.enc_opt = None
-        if cfg.stage_schedule != "direct":
-            enc_cls = self.registry.get("encoder", cfg.encoder)
-            enc_data = dict(cfg.encoder_config)
-            if cfg.shifts and "estimate_shifts" in enc_cls.Config.model_fields:
-                # paper v2 Sec. 5: with shifts every head also predicts a translation
-                enc_data.setdefault("estimate_shifts", True)
-            enc_conf = validate_component_config(enc_cls, enc_data, "encoder_config")
-            # coarse-to-fine: the encoder sees the images Fourier-cropped to the amortized box
-            enc_box = self.crop or self.data.box
-            enc_apix = self.data.pixel_size_A * self.data.box / enc_box
-            self.encoder = enc_cls(enc_conf, enc_box, enc_apix).to(self.device)
-            self.enc_opt = torch.optim.Adam(self.encoder.parameters(), lr=cfg.lr_encoder)
-        self.dec_opt = torch.optim.Adam(self.decoder.parameters(), lr=cfg.lr_decoder)
+        box, apix = self.data.box, self.data.pixel_size_A
+        self.models = build_models(cfg, self.registry, box, apix, self.crop, self.device)
         n = len(self.data)
         self.table = PoseTable(
             n,
@@ -131,23 +114,24 @@ class Trainer:
             (cfg.pose_betas[0], cfg.pose_betas[1]),
             optimizer=cfg.pose_optimizer,
         )
+        m = self.models
         self.ctx = EngineContext(
             cfg,
-            self.decoder,
-            self.encoder,
+            m.decoder,
+            m.encoder,
             self.table,
-            self.data.box,
-            self.data.pixel_size_A,
+            box,
+            apix,
             self.device,
-            frequency_mask(self.data.box, cfg.mask_radius, self.device),
-            self.dec_opt,
-            self.enc_opt,
+            frequency_mask(box, cfg.mask_radius, self.device),
+            m.dec_opt,
+            m.enc_opt,
             crop=self.crop,
         )
         self.ctx.set_mask(self.ctx.mask)
         self.stages = build_stages(cfg, self.registry)
-        self.n_heads = int(self.encoder.n_candidates) if self.encoder is not None else 1
-        self.encoder = self.comm.wrap_models(self.ctx)
+        self.n_heads = m.n_heads
+        m.encoder = self.comm.wrap_models(self.ctx)  # CUDA: with SyncBatchNorm layers
         stage = "direct" if cfg.stage_schedule == "direct" else "amortized"
         if cfg.stage_schedule == "semi-amortized" and cfg.switch == "epoch":
             stage = "direct" if cfg.switch_epoch == 0 else stage
@@ -159,17 +143,15 @@ class Trainer:
         """Return what rank 0 saves in ``last.pt`` (the per-particle rows go to the shard files).
 
         ``version``, ``config``, ``loop`` (:meth:`.LoopState.to_dict`), the models and their
-        Adam states, ``torch_rng``, ``stages`` (each stage's ``state_dict()`` by role) and
-        ``sharded`` (``world_size`` and the shard ``files`` of this save).
+        Adam states (:meth:`.Models.state_dict`), ``torch_rng``, ``stages`` (each stage's
+        ``state_dict()`` by role) and ``sharded`` (``world_size`` and the shard ``files`` of
+        this save).
         """
         return {
             "version": ckpt.CHECKPOINT_VERSION,
             "config": self.cfg.model_dump(mode="json"),
             "loop": self.loop.to_dict(),
-            "decoder": self.decoder.state_dict(),
-            "dec_opt": self.dec_opt.state_dict(),
-            "encoder": None if self.encoder is None else self.encoder.state_dict(),
-            "enc_opt": None if self.enc_opt is None else self.enc_opt.state_dict(),
+            **self.models.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "stages": {name: stage.state_dict() for name, stage in self.stages.items()},
             "sharded": sharding.shard_listing(self.comm.world, self.loop.save_seq),
@@ -190,16 +172,10 @@ class Trainer:
                 f"reads format {ckpt.CHECKPOINT_VERSION}: start the run anew (--overwrite)"
             )
         self.loop = LoopState.from_dict(s["loop"])
-        self.decoder.load_state_dict(s["decoder"])
-        self.dec_opt.load_state_dict(s["dec_opt"])
-        if self.encoder is not None and self.enc_opt is not None and s["encoder"] is not None:
-            self.encoder.load_state_dict(s["encoder"])
-            self.enc_opt.load_state_dict(s["enc_opt"])
-        template = {"table": self.table.state_dict(), **self.particles.rows()}
-        template["prev_rot"] = self.particles.rot.clone()
-        rows = sharding.restore_rows(s, self.ckpt_dir, self.data.owned_global, template)
-        self.table.load_state_dict(rows.pop("table"))
-        self.particles = ParticleState(**rows)
+        self.models.load_state_dict(s)
+        self.particles = sharding.restore_shard(
+            s, self.ckpt_dir, self.data.owned_global, self.table, self.particles
+        )
         torch.set_rng_state(s["torch_rng"])
         gb = self.loop.global_batch
         if gb != self.cfg.batch_size * self.comm.world and self.comm.is_main:
@@ -232,30 +208,6 @@ class Trainer:
         return self.log.records()
 
     # ------------------------------------------------------------------ stage switching
-    def _switch_pass(self, progress: Callable[[int], None] | None = None) -> None:
-        """Initialise the pose table: best encoder candidate per particle (or initial poses)."""
-        t0 = time.perf_counter()
-        rows = torch.as_tensor(self.data.indices)
-        if self.encoder is not None:
-            idx, rots, shifts, wins = self.stages["amortized"].best_candidates(
-                self.ctx, self.data, self.cfg.batch_size, progress, search=self.cfg.switch_search
-            )
-            rows = torch.as_tensor(idx)
-            self.particles.winners[idx] = wins
-        else:
-            rots, shifts = initial_poses(self.cfg, self.data)
-        self.table.set_base(rows, rots)
-        if shifts is not None:
-            self.table.shift[rows] = shifts.to(self.table.shift.dtype)
-        self.particles.rot[rows] = self.table.rotations(rows).detach()
-        self.particles.shift[rows] = self.table.shift[rows]
-        self.loop.table_ready = True
-        self.stages["direct"].setup(self.ctx)
-        share = self.ctx.extra.get("switch_search_replaced")
-        if share is not None:  # the switch pass searched: it is this epoch's search pass
-            record_search(self.loop, self.comm, len(self.data), self.loop.epoch, share)
-        self.ctx.extra["switch_time_s"] = time.perf_counter() - t0
-
     def _search(self, epoch: int) -> None:
         """Run the grid search before a direct epoch when due (:func:`.search_before`)."""
         if search_before(epoch, self.cfg, self.loop, self.ctx, self.data, self.comm):
@@ -263,33 +215,10 @@ class Trainer:
             with torch.no_grad():
                 self.particles.rot[rows] = self.table.rotations(rows).to(self.particles.rot.dtype)
 
-    # ------------------------------------------------------------------ end of an epoch
     def _volume(self) -> torch.Tensor:
         """Return the current map ``(L, L, L)`` (real space, float32, CPU)."""
         with torch.no_grad():
-            return self.decoder.to_map().detach().float().cpu()
-
-    def _end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Write the epoch's record (evaluation included), then switch stage when due."""
-        cfg, loop = self.cfg, self.loop
-        rec, loss, head_change = epoch_record(
-            epoch, cfg, loop, self.particles, self.comm, self.n_heads, self.ctx.extra
-        )
-        if loop.prev_loss:
-            rec["loss_change"] = abs(loss - loop.prev_loss) / abs(loop.prev_loss)
-        t0 = time.perf_counter()
-        rec.update(self.evaluation(epoch, self.particles, (epoch + 1) % cfg.eval_every == 0))
-        rec["eval_time_s"] = time.perf_counter() - t0  # evaluation vs a truth (not training)
-        switch = decide_switch(cfg, loop, epoch, loss, head_change)
-        loop.prev_loss = loss
-        self.particles.end_epoch()
-        loop.reset_epoch()
-        if switch:
-            rec["switch"] = True
-            loop.switch_epoch = epoch + 1
-            loop.stage = "direct"
-        self.log.append(rec)
-        return rec
+            return self.models.decoder.to_map().detach().float().cpu()
 
     # ------------------------------------------------------------------ loop
     def _step(self, stage: Any, lidx: np.ndarray, n_global: int | None = None) -> tuple[float, int]:
@@ -343,9 +272,13 @@ class Trainer:
                 raise ckpt.StopRequested("max_steps")
 
     def _switch_if_due(self, bar: Any) -> None:
+        """Run the switch pass (:func:`.switch_pass.switch_pass`) when the direct stage starts."""
         if self.loop.stage == "direct" and not self.loop.table_ready:
             bar.describe("switch pass", self.loop.epoch)
-            self._switch_pass()
+            switch_pass(self.cfg, self.loop, self.ctx, self.stages, self.data, self.particles)
+            share = self.ctx.extra.get("switch_search_replaced")
+            if share is not None:  # the switch pass searched: it is this epoch's search pass
+                record_search(self.loop, self.comm, len(self.data), self.loop.epoch, share)
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (or continue training) to ``cfg.epochs``; returns this process's result.
@@ -375,7 +308,7 @@ class Trainer:
                 self._switch_if_due(bar)
                 self._search(epoch)
                 self._run_epoch(epoch, guard, bar)
-                bar.epoch_done(self._end_epoch(epoch))
+                bar.epoch_done(self.epoch_end(epoch, loop, self.particles, self.ctx.extra))
                 loop.epoch += 1
                 loop.step_in_epoch = 0
                 self._switch_if_due(bar)
@@ -389,7 +322,7 @@ class Trainer:
         rows, loop = self.particles, self.loop
         local = torch.as_tensor(self.data.indices)
         winners = rows.winners.copy()
-        if loop.stage == "amortized" and self.encoder is not None:
+        if loop.stage == "amortized" and self.models.encoder is not None:
             idx, rots, shifts, winners = self.stages["amortized"].best_candidates(
                 self.ctx, self.data, self.cfg.batch_size
             )
@@ -401,18 +334,14 @@ class Trainer:
                 rows.rot[local] = self.table.rotations(local)
             rows.shift[local] = self.table.shift[local]
         with torch.no_grad():
-            vol = self.decoder.to_map().detach().float().cpu()
-        stats: dict[str, dict[str, float | None]] = {}
-        for name, st in loop.stage_stats.items():
-            ips = st["images"] / st["time_s"] if st["time_s"] else None
-            stats[name] = {**st, "images_per_s": ips}
+            vol = self.models.decoder.to_map().detach().float().cpu()
         return TrainResult(
             volume=vol,
             indices=self.data.owned_global.copy(),
             rotations=rows.rot.numpy().astype(np.float64),
             shifts_px=rows.shift.numpy().astype(np.float64) if self.cfg.shifts else None,
             winners=winners,
-            stage_stats=stats,
+            stage_stats=loop.stage_summary(),
             metrics=self.metrics(),
             n_heads=self.n_heads,
             switch_epoch=loop.switch_epoch,
