@@ -13,22 +13,9 @@ import pytest
 
 from cryospin.core.engine.data import ParticleData, split_half_sets
 from cryospin.core.errors import InputError
-from cryospin.core.particles import CTFParams, ParticleStack
+from cryospin.core.particles import ArrayReader, CTFParams, ParticleStack
 
 RAW_BOX, APIX = 40, 2.0
-
-
-class _Images:
-    """In-memory reader over float32 images ``(N, L, L)``."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        return self.images[np.asarray(indices)]
 
 
 def _raw_images(n: int, seed: int = 0) -> np.ndarray:
@@ -47,7 +34,7 @@ def _stack(images: np.ndarray, half_set: np.ndarray | None = None) -> ParticleSt
     ctf = CTFParams(*(np.full(n, v) for v in (15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0)))
     return ParticleStack(
         path=Path("memory.star"),
-        images=_Images(images),
+        images=ArrayReader(images),
         box=images.shape[-1],
         pixel_size_A=APIX,
         ctf=ctf,

@@ -165,3 +165,20 @@ class SubsetReader:
     def read(self, indices: np.ndarray) -> np.ndarray:
         """Float32 images ``(n, L, L)`` of this reader's particles ``indices``."""
         return self.base.read(self.sel[np.asarray(indices, dtype=np.int64)])
+
+
+class ArrayReader:
+    """An :class:`ImageReader` over images held in memory: ``images`` ``(N, L, L)``.
+
+    For toy stacks (tests, contract checks); real stacks are read lazily from disk.
+    """
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """Images ``(n, L, L)`` of the particles ``indices``."""
+        return self.images[np.asarray(indices)]

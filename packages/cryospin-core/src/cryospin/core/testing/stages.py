@@ -33,22 +33,9 @@ from cryospin.core.engine.forward import frequency_mask
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.stages import EngineContext
 from cryospin.core.interfaces import CandidateStage, PoseStage, StepResult
-from cryospin.core.particles import CTFParams, ParticleStack
+from cryospin.core.particles import ArrayReader, CTFParams, ParticleStack
 from cryospin.core.registry import get_registry
 from cryospin.core.testing._common import check_config, name_of
-
-
-class _ArrayReader:
-    """In-memory :class:`~cryospin.core.particles.ImageReader` over ``(N, L, L)`` images."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def read(self, indices: np.ndarray) -> np.ndarray:
-        return self.images[np.asarray(indices)]
 
 
 def toy_data(n: int = 8, box: int = 32, seed: int = 0) -> ParticleData:
@@ -58,7 +45,7 @@ def toy_data(n: int = 8, box: int = 32, seed: int = 0) -> ParticleData:
     # defocus U/V (Å), angle (deg), voltage (kV), Cs (mm), amplitude contrast, phase shift (deg)
     ctf = CTFParams(*(np.full(n, v) for v in (15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0)))
     stack = ParticleStack(
-        path=Path("toy.star"), images=_ArrayReader(images), box=box, pixel_size_A=4.0, ctf=ctf
+        path=Path("toy.star"), images=ArrayReader(images), box=box, pixel_size_A=4.0, ctf=ctf
     )
     return ParticleData(stack, invert=False, cache=True)
 
