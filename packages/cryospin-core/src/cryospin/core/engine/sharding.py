@@ -10,9 +10,9 @@ Batches. Every rank computes the same epoch order as a one-process run
 (:meth:`ParticleData.order`, seeded by ``(seed, epoch)``) and cuts it into global batches of
 ``global_batch = G * batch_size`` particles: exactly the batches of a one-process run with batch
 ``G * batch_size``. At step ``t`` rank ``r`` trains on the particles of global batch ``t`` that it
-owns (``batch_size`` in expectation; the count varies from step to step). The distributed trainer
-weights each rank's gradient by ``n_r / n_t`` before the all-reduce, so the update equals the
-one-process update on the whole global batch (see :mod:`cryospin.core.engine.distributed`).
+owns (``batch_size`` in expectation; the count varies from step to step). The trainer's
+collective weights each rank's gradient by ``n_r / n_t`` before the all-reduce, so the update
+equals the one-process update on the whole global batch (:mod:`cryospin.core.engine.distributed`).
 
 Checkpoints (:func:`save_checkpoint`; one format for one process and ``G``: a one-process run is
 rank 0 of 1). ``<ckpt>/poses-rank{r}-of-{G}.{seq}.pt`` holds rank ``r``'s global particle indices,
