@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryospin.core.engine.checkpoint import check_loadable, load, save_atomic
+from cryospin.core.engine.checkpoint import CHECKPOINT_VERSION, check_loadable, load, save_atomic
 from cryospin.core.errors import InputError
 from cryospin.core.safe_pickle import UnsafePickleError, safe_load, safe_loads
 from cryospin.io.cryodrgn import read_ctf_pkl, read_poses_pkl, write_poses_pkl
@@ -102,7 +102,7 @@ def _state() -> dict:
     lin(torch.ones(1, 3)).sum().backward()
     opt.step()
     return {
-        "version": 1,
+        "version": CHECKPOINT_VERSION,
         "config": {"epochs": 2, "pose_betas": [0.9, 0.999], "particles": "p.star"},
         "indices": np.arange(5, dtype=np.int64),
         "winners": np.array([0, 1, -1, 2, 0]),

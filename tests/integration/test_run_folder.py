@@ -215,6 +215,17 @@ def test_a_crafted_checkpoint_is_refused_without_running_it(finished, tmp_path, 
     _refused(["-o", str(out), "--resume"], capsys, out, "not a valid checkpoint")
 
 
+def test_a_checkpoint_of_an_older_format_is_refused_before_anything_changes(
+    finished, tmp_path, capsys
+):
+    from cryospin.core.engine import checkpoint as ckpt
+
+    out = _copy(finished, tmp_path / "run")
+    last = out / "checkpoints" / "last.pt"
+    ckpt.save_atomic({**ckpt.load(last), "version": 1}, last)
+    _refused(["-o", str(out), "--resume", "--epochs", "3"], capsys, out, "has format 1")
+
+
 def test_a_non_finite_loss_stops_at_once_and_keeps_the_last_checkpoint(
     finished, tmp_path, capsys, monkeypatch
 ):

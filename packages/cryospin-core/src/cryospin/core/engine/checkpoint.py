@@ -81,29 +81,52 @@ def load(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_loadable(path: Path) -> None:
-    """Refuse ``path`` now, before it is loaded, when :func:`load` would refuse it.
-
-    Reads only the names of the objects the pickle refers to
-    (``torch.serialization.get_unsafe_globals_in_checkpoint``; nothing is called), so a
-    ``--resume`` can reject a crafted or damaged checkpoint before it changes anything on disk.
-    Without that function (torch < 2.6) it does nothing and :func:`load` still refuses.
+def check_format(state: dict[str, Any], path: Path) -> None:
+    """Refuse a ``last.pt`` (``state``, read from ``path``) of another format than this one's.
 
     Raises:
-        InputError: not a checkpoint, or it names an object outside the allow-list (one line).
+        InputError: its ``version`` is not :data:`CHECKPOINT_VERSION` (one line).
+    """
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise InputError(
+            f"checkpoint {path} has format {state.get('version')}, this cryospin reads format "
+            f"{CHECKPOINT_VERSION}: start the run anew (--overwrite)"
+        )
+
+
+def check_loadable(path: Path) -> None:
+    """Refuse ``path`` now, before it is loaded for training, when it would be refused then.
+
+    First reads only the names of the objects the pickle refers to
+    (``torch.serialization.get_unsafe_globals_in_checkpoint``; nothing is called), so a
+    ``--resume`` can reject a crafted or damaged checkpoint before it changes anything on disk
+    (without that function, torch < 2.6, :func:`load` still refuses); then a ``last.pt`` is
+    loaded (:func:`load`) and its format checked (:func:`check_format`).
+
+    Raises:
+        InputError: not a checkpoint, it names an object outside the allow-list, or it is a
+            ``last.pt`` of another format (one line).
+    """
+    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+    if scan is not None:
+        _check_globals(Path(path), scan)
+    if Path(path).name == CHECKPOINT_NAME:
+        check_format(load(path), path)
+
+
+def _check_globals(path: Path, scan: Any) -> None:
+    """Refuse ``path`` if its pickle names an object outside the allow-list.
+
+    ``scan`` is ``torch.serialization.get_unsafe_globals_in_checkpoint`` (nothing is called).
     """
     from cryospin.core.safe_pickle import numpy_array_globals
-
-    scan = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
-    if scan is None:
-        return
 
     def norm(name: str) -> str:
         return name.replace("numpy.core.", "numpy._core.")
 
     allowed = {norm(f"{o.__module__}.{o.__qualname__}") for o in numpy_array_globals()}
     try:
-        names = scan(Path(path))
+        names = scan(path)
     except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
         raise InputError(f"cannot read checkpoint {path}: not a valid checkpoint") from None
     bad = [n for n in names if norm(n) not in allowed]

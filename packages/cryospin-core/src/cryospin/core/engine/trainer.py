@@ -43,7 +43,6 @@ from cryospin.core.engine.results import EpochEvaluator, TrainResult
 from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
 from cryospin.core.engine.stages import EngineContext, build_stages
 from cryospin.core.engine.switch_pass import record_search, search_before, switch_pass
-from cryospin.core.errors import InputError
 
 
 class Trainer:
@@ -166,11 +165,7 @@ class Trainer:
         Raises:
             InputError: written by an older format, or a shard file is missing.
         """
-        if s.get("version") != ckpt.CHECKPOINT_VERSION:
-            raise InputError(
-                f"checkpoint {self.ckpt_path} has format {s.get('version')}, this cryospin "
-                f"reads format {ckpt.CHECKPOINT_VERSION}: start the run anew (--overwrite)"
-            )
+        ckpt.check_format(s, self.ckpt_path)
         self.loop = LoopState.from_dict(s["loop"])
         self.models.load_state_dict(s)
         self.particles = sharding.restore_shard(
