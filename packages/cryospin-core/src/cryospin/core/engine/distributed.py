@@ -39,8 +39,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 
+from cryospin.core.engine.collective import make_collective
 from cryospin.core.engine.process_group import (
     barrier,
     cli_args,
@@ -87,9 +87,10 @@ def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:
     """Assemble each trainer's per-rank results on rank 0 (once, at the end).
 
     Returns the merged results on rank 0, ``None`` on the other ranks, ``results`` unchanged
-    without a process group.
+    in one process (:class:`.collective.Collective`).
     """
-    if not is_active():
+    comm = make_collective()
+    if comm.world == 1:
         return results
     merged: list[TrainResult] = []
     for r in results:
@@ -99,8 +100,7 @@ def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:
             "shifts_px": r.shifts_px,
             "winners": r.winners,
         }
-        parts: list[Any] | None = [None] * world_size() if is_main() else None
-        dist.gather_object(part, parts, dst=0)  # only rank 0 receives (O(N) there alone)
+        parts = comm.gather(part)  # only rank 0 receives (O(N) there alone)
         if parts is None:
             continue
         idx = np.concatenate([p["indices"] for p in parts])
@@ -117,4 +117,4 @@ def gather_results(results: list[TrainResult]) -> list[TrainResult] | None:
                 winners=cat("winners"),
             )
         )
-    return merged if is_main() else None
+    return merged if comm.is_main else None
