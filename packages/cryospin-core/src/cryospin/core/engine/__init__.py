@@ -7,9 +7,10 @@ at the switch and while the mask grows), :mod:`.data` (preprocessing, batches, h
 stages), :mod:`.pose_table` (per-particle poses and row-sparse Adam), :mod:`.trainer` (the one
 training loop, for one process and every torchrun rank), :mod:`.models` (models, optimisers),
 :mod:`.loop_state` (loop state and per-particle rows, saved whole), :mod:`.epoch_end` (epoch
-record, per-epoch evaluation on gathered arrays, switch rule), :mod:`.switch_pass` (the switch
-pass and the grid searches), :mod:`.collective` (what the trainer asks of other processes; a
-no-op in one process), :mod:`.checkpoint` (atomic save, safe load, signal guard),
+record, per-epoch evaluation on gathered arrays, switch rule), :mod:`.passes` (passes over a
+shard: switch pass, grid searches, final poses), :mod:`.collective` (what the trainer asks of
+other processes; a no-op in one process), :mod:`.checkpoint` (atomic save, safe load, signal
+guard),
 :mod:`.metrics_log` (``metrics.jsonl``), :mod:`.results`, :mod:`.report` (evaluation glue),
 :mod:`.io_bridge` (maps and poses through the registry), :mod:`.progress` (rich progress bar),
 :mod:`.nonfinite` (stop on a non-finite loss). Multi-process runs:

@@ -38,11 +38,11 @@ from cryospin.core.engine.loop_state import LoopState, ParticleState
 from cryospin.core.engine.metrics_log import MetricsLog
 from cryospin.core.engine.models import build_models
 from cryospin.core.engine.nonfinite import check_loss
+from cryospin.core.engine.passes import final_pass, record_search, search_before, switch_pass
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.engine.results import EpochEvaluator, TrainResult
 from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
 from cryospin.core.engine.stages import EngineContext, build_stages
-from cryospin.core.engine.switch_pass import record_search, search_before, switch_pass
 
 
 class Trainer:
@@ -267,7 +267,7 @@ class Trainer:
                 raise ckpt.StopRequested("max_steps")
 
     def _switch_if_due(self, bar: Any) -> None:
-        """Run the switch pass (:func:`.switch_pass.switch_pass`) when the direct stage starts."""
+        """Run the switch pass (:func:`.passes.switch_pass`) when the direct stage starts."""
         if self.loop.stage == "direct" and not self.loop.table_ready:
             bar.describe("switch pass", self.loop.epoch)
             switch_pass(self.cfg, self.loop, self.ctx, self.stages, self.data, self.particles)
@@ -315,23 +315,9 @@ class Trainer:
     def result(self) -> TrainResult:
         """Return the final map and the poses of this process's particles (global indices)."""
         rows, loop = self.particles, self.loop
-        local = torch.as_tensor(self.data.indices)
-        winners = rows.winners.copy()
-        if loop.stage == "amortized" and self.models.encoder is not None:
-            idx, rots, shifts, winners = self.stages["amortized"].best_candidates(
-                self.ctx, self.data, self.cfg.batch_size
-            )
-            rows.rot[idx] = rots.to(rows.rot.dtype)
-            if shifts is not None:
-                rows.shift[idx] = shifts.to(rows.shift.dtype)
-        elif loop.table_ready:
-            with torch.no_grad():
-                rows.rot[local] = self.table.rotations(local)
-            rows.shift[local] = self.table.shift[local]
-        with torch.no_grad():
-            vol = self.models.decoder.to_map().detach().float().cpu()
+        winners = final_pass(self.cfg, loop, self.ctx, self.stages, self.data, rows)
         return TrainResult(
-            volume=vol,
+            volume=self._volume(),
             indices=self.data.owned_global.copy(),
             rotations=rows.rot.numpy().astype(np.float64),
             shifts_px=rows.shift.numpy().astype(np.float64) if self.cfg.shifts else None,

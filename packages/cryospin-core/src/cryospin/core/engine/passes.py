@@ -1,10 +1,11 @@
-"""The start of the direct stage (the switch pass) and its grid searches.
+"""Passes over the whole shard: the switch pass, the grid searches, the final pass.
 
 * :func:`switch_pass`: fill the pose table, from the encoder's best candidates or
   :func:`initial_poses` (``init_poses``);
 * :func:`search_before`: the global grid search of every table pose before a direct epoch while
   the frequency mask grows (:func:`.pose_search.search_table`), with its stopping rule;
-* :func:`record_search`: the share of all particles a search pass moved, summed over processes.
+* :func:`record_search`: the share of all particles a search pass moved, summed over processes;
+* :func:`final_pass`: the poses a finished trainer hands back.
 """
 
 from __future__ import annotations
@@ -140,3 +141,31 @@ def search_before(
     ctx.extra["search_replaced"] = share
     ctx.extra["search_time_s"] = time.perf_counter() - t0
     return True
+
+
+def final_pass(
+    cfg: RunConfig,
+    loop: LoopState,
+    ctx: EngineContext,
+    stages: dict[str, Any],
+    data: ShardData,
+    rows: ParticleState,
+) -> np.ndarray:
+    """Put the final poses into ``rows``; return each particle's winning head (``-1``: none).
+
+    Still in the amortized stage: every particle's best candidate of the trained encoder (one
+    pass with the amortized stage's ``best_candidates``); after the switch: the pose table's
+    poses and shifts; else (no step yet) ``rows`` as they are.
+    """
+    winners = rows.winners.copy()
+    if loop.stage == "amortized" and ctx.encoder is not None:
+        idx, rots, shifts, winners = stages["amortized"].best_candidates(ctx, data, cfg.batch_size)
+        rows.rot[idx] = rots.to(rows.rot.dtype)
+        if shifts is not None:
+            rows.shift[idx] = shifts.to(rows.shift.dtype)
+    elif loop.table_ready:
+        local = torch.as_tensor(data.indices)
+        with torch.no_grad():
+            rows.rot[local] = ctx.table.rotations(local)
+        rows.shift[local] = ctx.table.shift[local]
+    return winners
