@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryospin.core.engine.forward import candidate_loss, frequency_mask, render
-from cryospin.core.engine.pose_search import grid_losses, grid_rotations
+from cryospin.core.engine.pose_search import grid_rotations
 from cryospin.decoders.hartley import HartleyDecoder
 
 
@@ -31,20 +31,53 @@ def test_grid_is_proper_and_covers_so3_evenly() -> None:
     assert near.min() > 3.0
 
 
-def test_expanded_loss_equals_rendered_loss() -> None:
+def _hermitian(n: int, L: int, seed: int) -> torch.Tensor:
+    """Centred transforms ``(n, L, L)`` of real random images (Hermitian, float64)."""
+    from cryospin.core.fourier import fft2_centered
+
+    gen = torch.Generator().manual_seed(seed)
+    return fft2_centered(torch.randn(n, L, L, dtype=torch.float64, generator=gen))
+
+
+def _even(x: torch.Tensor) -> torch.Tensor:
+    """Symmetrise ``(n, L, L)`` so that ``x(k) = x(-k)`` wherever ``-k`` is on the grid."""
+    out = x.clone()
+    out[:, 1:, 1:] = 0.5 * (x[:, 1:, 1:] + x[:, 1:, 1:].flip(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("radius", [0.5, 0.8, 1.0])
+def test_friedel_weights_halve_a_hermitian_sum_exactly(radius: float) -> None:
+    from cryospin.core.engine.pose_search import friedel_weights
+
+    L = 16
+    mask = frequency_mask(L, radius)
+    w = friedel_weights(mask)
+    assert float(w.sum()) == float(mask.sum())  # every masked pixel counted once overall
+    assert int((w > 0).sum()) < 0.6 * int(mask.sum())  # about half the pixels kept
+    f = _hermitian(3, L, 0).abs().square()
+    np.testing.assert_allclose((f * w).sum((-2, -1)), (f * mask).sum((-2, -1)), rtol=1e-12)
+
+
+def test_scorer_loss_equals_the_rendered_loss() -> None:
+    """The one-product expansion on half the pixels equals the stages' loss (float64)."""
+    from cryospin.core.engine.pose_search import GridScorer
+
     torch.manual_seed(0)
     L = 16
     dec = HartleyDecoder(HartleyDecoder.Config(), L, 3.0).double()
     grid = torch.as_tensor(Rotation.random(7, random_state=1).as_matrix())
-    images = torch.randn(5, L, L, dtype=torch.complex128)
-    ctf = torch.rand(5, L, L, dtype=torch.float64) * 2 - 1
-    mask = frequency_mask(L, 0.8)
-    with torch.no_grad():
-        slices = render(dec, grid[None], torch.ones(1, L, L, dtype=torch.float64))[0]
-        ref = candidate_loss(render(dec, grid[None].expand(5, 7, 3, 3), ctf), images, mask)
-    np.testing.assert_allclose(
-        grid_losses(slices, images, ctf, mask).numpy(), ref.numpy(), rtol=1e-10
-    )
+    images = _hermitian(5, L, 1)
+    ctf = _even(torch.rand(5, L, L, dtype=torch.float64) * 2 - 1)
+    for radius in (0.6, 1.0):
+        mask = frequency_mask(L, radius)
+        with torch.no_grad():
+            slices = render(dec, grid[None], torch.ones(1, L, L, dtype=torch.float64))[0]
+            ref = candidate_loss(render(dec, grid[None].expand(5, 7, 3, 3), ctf), images, mask)
+        scorer = GridScorer(slices, mask)
+        np.testing.assert_allclose(scorer.losses(images, ctf).numpy(), ref.numpy(), rtol=1e-9)
+        own = scorer.loss_of(slices[:5], images, ctf)
+        np.testing.assert_allclose(own.numpy(), ref.numpy()[np.arange(5), np.arange(5)], rtol=1e-9)
 
 
 @pytest.mark.parametrize("shifted", [False, True])
@@ -68,16 +101,12 @@ def test_search_finds_the_grid_pose_the_image_was_made_from(shifted: bool) -> No
     ctx = SimpleNamespace(decoder=dec, box=L, device=torch.device("cpu"), mask=mask, loss_crop=None)
     search = GridSearch(ctx, 256)
     start = torch.as_tensor(Rotation.random(4, random_state=5).as_matrix(), dtype=torch.float32)
-    with torch.no_grad():
-        start_loss = candidate_loss(
-            render(dec, start[:, None], ctf, None if shift is None else shift[:, None]), f, mask
-        )[:, 0]
     batch = Batch(np.arange(4), torch.zeros(4, L, L), f, ctf)
-    found, replaced = search.improve(batch, start, start_loss, shift)
+    found, replaced = search.improve(batch, start, shift)
     np.testing.assert_allclose(found.numpy(), truth.numpy(), atol=1e-6)
     assert search.replaced == 4 and replaced.all()
-    # a pose already better than every grid rotation is kept
-    kept, replaced = search.improve(batch, truth, torch.full((4,), -1.0), shift)
+    # a pose no grid rotation beats (the truth itself) is kept
+    kept, replaced = search.improve(batch, truth, shift)
     np.testing.assert_array_equal(kept.numpy(), truth.numpy())
     assert not replaced.any()
 
@@ -122,9 +151,7 @@ def test_search_leaves_a_pose_within_the_grid_spacing_to_local_refinement() -> N
     with torch.no_grad():
         near_loss = candidate_loss(render(dec, near[:, None], ctf), f, mask)[:, 0]
     assert (near_loss > 0).all()  # the grid rotation (the truth, loss 0) is better...
-    kept, replaced = search.improve(
-        Batch(np.arange(2), torch.zeros(2, L, L), f, ctf), near, near_loss, None
-    )
+    kept, replaced = search.improve(Batch(np.arange(2), torch.zeros(2, L, L), f, ctf), near, None)
     np.testing.assert_array_equal(kept.numpy(), near.numpy())  # ...but too near to replace
     assert not replaced.any() and search.replaced == 0
 

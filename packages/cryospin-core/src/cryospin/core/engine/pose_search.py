@@ -1,4 +1,4 @@
-"""Exhaustive search of a rotation grid at the switch: a global check of the encoder's poses.
+"""Exhaustive search of a rotation grid: a global check of the poses at the switch and after.
 
 The direct stage only refines each particle's pose locally, so a particle whose best encoder
 candidate sits in a wrong basin (a flipped view, a pseudo-symmetry mate the map does not share)
@@ -8,15 +8,17 @@ cover SO(3) (:func:`grid_rotations`), with the same loss as the stages (mean ove
 mask of ``|CTF * slice - image|^2``, the image unshifted by the particle's shift), and a grid
 rotation replaces the encoder's pose when its loss is lower. The direct stage then refines it.
 
-The loss of particle ``i`` at grid rotation ``j`` is expanded so that the search is three matrix
-products over the masked pixels ``k`` (``y``: image, ``c``: CTF, ``s``: slice, all on the crop
-that holds the mask)::
+The loss of particle ``i`` at grid rotation ``j`` is expanded so that the search is one matrix
+product over the masked pixels ``k`` (``y``: image, ``c``: CTF, ``s``: slice, all on the crop
+that holds the mask; :class:`GridScorer`)::
 
     L_ij = (1/K) [ sum_k |y_ik|^2 - 2 sum_k c_ik Re(conj(y_ik) s_jk) + sum_k c_ik^2 |s_jk|^2 ]
 
-which costs ``3 N K G`` multiply-adds (N = 5,000, K = 900, G = 4,096: about 6e10, seconds on one
-CPU core) and never forms the ``N x G`` rendered images. Source: the projection-matching search
-of RELION/cryoSPARC, restricted here to one pass at the switch.
+over one pixel of each Friedel pair, counted twice (:func:`friedel_weights`): about
+``1.5 N K G`` multiply-adds (N = 5,000, K = 800, G = 4,096: about 2.5e10, seconds on one CPU
+core), never forming the ``N x G`` rendered images. The search is scored on the mask of the
+first direct epoch at most (the trainer's ``_search_before``). Source: the projection-matching
+search of RELION/cryoSPARC.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ import torch
 
 from cryospin.core.engine.data import Batch
 from cryospin.core.engine.forward import render
-from cryospin.core.engine.stages import EngineContext, coarse_crop, pose_losses
+from cryospin.core.engine.stages import EngineContext, coarse_crop
 from cryospin.core.slicing import phase_ramp
 from cryospin.core.so3 import geodesic_distance_deg, quaternion_to_rotation
+
+#: particles scored per matrix product by :func:`search_table` (any size gives the same result)
+SEARCH_CHUNK = 256
 
 #: Alexa's constants for super-Fibonacci spirals (CVPR 2022): sqrt(2) and the root of x^4 = x + 4
 _PHI = math.sqrt(2.0)
@@ -76,61 +81,117 @@ def grid_rotations(n: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return quaternion_to_rotation(q).to(dtype)
 
 
-@torch.no_grad()
-def grid_losses(
-    slices: torch.Tensor, images: torch.Tensor, ctf: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Loss ``(B, G)`` of every image against every grid slice (module docstring's expansion).
+def friedel_weights(mask: torch.Tensor) -> torch.Tensor:
+    """Weights ``(c, c)`` that count each Friedel pair of a centred mask once, twice over.
+
+    For Hermitian transforms (real images, their slices and CTFs), pixel ``k`` and its mate
+    ``-k`` add the same term to the loss, so a sum over ``mask`` equals the sum over one pixel of
+    each pair inside it with weight 2 (1 for the DC pixel and for a pixel whose mate falls off
+    the grid or outside the mask): the search does half the work. DC at ``c // 2``; the mate of
+    index ``i`` is ``c - i`` (none for ``i = 0``).
+    """
+    c = mask.shape[-1]
+    mate = torch.zeros_like(mask)
+    mate[1:, 1:] = mask[1:, 1:].flip(0, 1)
+    k = torch.arange(c, device=mask.device) - c // 2
+    ky, kx = k[:, None], k[None, :]
+    first = (ky > 0) | ((ky == 0) & (kx > 0))
+    dc = (ky == 0) & (kx == 0)
+    paired = mask & mate
+    w = torch.where(paired, torch.where(first, 2.0, torch.where(dc, 1.0, 0.0)), mask.float())
+    return w
+
+
+class GridScorer:
+    """The loss of a batch of images against every slice of a fixed set, as one matrix product.
+
+    The loss of image ``i`` at slice ``j`` (module docstring) over the pixels ``k`` of one half
+    of the mask with weights ``w_k`` (:func:`friedel_weights`), divided by the mask's pixel
+    count ``n`` (the stages' mean over the mask, :func:`.forward.candidate_loss`, ``gaussian``)::
+
+        n L_ij = sum_k w_k |y_ik|^2 + [-2 w c y_re, -2 w c y_im, w c^2]_i . [s_re; s_im; |s|^2]_j
+
+    The right-hand factor ``(3K, G)`` is built once (:meth:`__init__`); a batch costs one
+    ``(B, 3K) x (3K, G)`` product.
 
     Args:
-        slices: ``(G, c, c)`` complex centred slices of the grid rotations.
-        images: ``(B, c, c)`` complex centred image transforms (already unshifted).
-        ctf: ``(B, c, c)`` real CTFs.
-        mask: ``(c, c)`` boolean frequency mask; the loss is the mean over its pixels, as
-            :func:`cryospin.core.engine.forward.candidate_loss` (``gaussian``).
+        slices: ``(G, c, c)`` complex centred Hermitian slices.
+        mask: ``(c, c)`` boolean frequency mask (centrally symmetric).
     """
-    s = slices[:, mask]  # (G, K)
-    y, c = images[:, mask], ctf[:, mask].to(s.real.dtype)  # (B, K)
-    cy = c * y
-    cross = cy.real @ s.real.T + cy.imag @ s.imag.T  # sum_k c Re(conj(y) s)
-    power = (c * c) @ (s.real.square() + s.imag.square()).T
-    const = (y.real.square() + y.imag.square()).sum(-1, keepdim=True)
-    return (const - 2 * cross + power) / s.shape[-1]
+
+    def __init__(self, slices: torch.Tensor, mask: torch.Tensor) -> None:
+        w = friedel_weights(mask)
+        self.keep = w > 0
+        self.w = w[self.keep].to(slices.real.dtype)  # (K,)
+        self.n = float(mask.sum())
+        s = slices[:, self.keep]  # (G, K)
+        power = s.real.square() + s.imag.square()
+        self.design = torch.cat([s.real, s.imag, power], dim=1).T.contiguous()  # (3K, G)
+
+    def _rows(self, images: torch.Tensor, ctf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, 3K)`` left factors and ``(B, 1)`` image terms of a batch."""
+        y, c = images[:, self.keep], ctf[:, self.keep].to(self.w.dtype)
+        wc = self.w * c
+        left = torch.cat([-2 * wc * y.real, -2 * wc * y.imag, wc * c], dim=1)
+        const = (self.w * (y.real.square() + y.imag.square())).sum(-1, keepdim=True)
+        return left, const
+
+    @torch.no_grad()
+    def losses(self, images: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
+        """Losses ``(B, G)`` of images ``(B, c, c)`` (complex, centred) with CTFs ``(B, c, c)``."""
+        left, const = self._rows(images, ctf)
+        return (const + left @ self.design) / self.n
+
+    @torch.no_grad()
+    def loss_of(
+        self, slices: torch.Tensor, images: torch.Tensor, ctf: torch.Tensor
+    ) -> torch.Tensor:
+        """Losses ``(B,)`` of each image against its own slice ``(B, c, c)``, same weights."""
+        s = slices[:, self.keep]
+        left, const = self._rows(images, ctf)
+        right = torch.cat([s.real, s.imag, s.real.square() + s.imag.square()], dim=1)
+        return (const[:, 0] + (left * right).sum(-1)) / self.n
 
 
 class GridSearch:
-    """The switch pass's check of a batch's poses against ``g`` grid rotations (module docstring).
+    """The check of a batch's poses against ``g`` grid rotations (module docstring).
 
-    The grid's slices are computed once, on the crop holding the current frequency mask; each
-    :meth:`improve` call scores a batch against all of them (:func:`grid_losses`).
+    The grid's slices are computed once, on the crop holding the current frequency mask, and
+    scored by a :class:`GridScorer`; each :meth:`improve` call scores a batch against all of them
+    and against its current poses with the same weights.
     """
 
     def __init__(self, ctx: EngineContext, g: int) -> None:
         self.ctx = ctx
-        c = ctx.loss_crop or ctx.box
+        self.c = ctx.loss_crop or ctx.box
         self.grid = grid_rotations(g, torch.float32).to(ctx.device)
-        ones = torch.ones(1, c, c, device=ctx.device)
-        self.slices = render(ctx.decoder, self.grid[None], ones)[0]  # (G, c, c)
+        ones = torch.ones(1, self.c, self.c, device=ctx.device)
+        slices = render(ctx.decoder, self.grid[None], ones)[0]  # (G, c, c)
+        self.scorer = GridScorer(slices, coarse_crop(ctx, ctx.mask))
         self.basin_deg = basin_angle_deg(g)
         self.replaced = 0
 
+    @torch.no_grad()
     def improve(
-        self, batch: Batch, rot: torch.Tensor, loss: torch.Tensor, shift_px: torch.Tensor | None
+        self, batch: Batch, rot: torch.Tensor, shift_px: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(rotations (B, 3, 3), replaced (B,) bool)``: grid rotation or ``rot``.
 
-        A particle takes the best grid rotation where its loss is lower than ``loss`` (that of
-        its current pose ``rot``) and it lies farther than :func:`basin_angle_deg` from ``rot``
-        (a change of basin: nearer moves are local refinement's job, and a coarse grid rotation
-        must not undo it); it keeps ``rot`` otherwise.
+        A particle takes the best grid rotation where its loss is lower than that of its
+        current pose ``rot`` (with shifts ``shift_px`` ``(B, 2)`` pixels of the full box, or
+        ``None``) and it lies farther than :func:`basin_angle_deg` from ``rot`` (a change of
+        basin: nearer moves are local refinement's job, and a coarse grid rotation must not
+        undo it); it keeps ``rot`` otherwise.
         """
-        ctx = self.ctx
+        ctx, c = self.ctx, self.c
         images = coarse_crop(ctx, batch.fimages)
         if shift_px is not None:  # |CTF s ramp(t) - y| = |CTF s - y conj(ramp(t))|
-            c = images.shape[-1]
             images = images * phase_ramp(shift_px.to(images.real.dtype) * (c / ctx.box), c).conj()
-        mask = coarse_crop(ctx, ctx.mask)
-        best, j = grid_losses(self.slices, images, coarse_crop(ctx, batch.ctf), mask).min(1)
+        ctf = coarse_crop(ctx, batch.ctf)
+        best, j = self.scorer.losses(images, ctf).min(1)
+        ones = torch.ones(1, c, c, device=ctx.device)
+        current = render(ctx.decoder, rot[:, None].to(torch.float32), ones)[:, 0]  # (B, c, c)
+        loss = self.scorer.loss_of(current, images, ctf)
         cand = self.grid[j].to(rot.dtype)
         far = geodesic_distance_deg(cand.double(), rot.double()) > self.basin_deg
         better = (best < loss) & far.to(best.device)
@@ -151,14 +212,14 @@ def search_table(ctx: EngineContext, data: Any, batch_size: int, g: int) -> floa
     """
     search = GridSearch(ctx, g)
     table = ctx.table
-    for start in range(0, len(data), batch_size):
-        gidx = data.indices[start : start + batch_size]
+    chunk = max(batch_size, SEARCH_CHUNK)
+    for start in range(0, len(data), chunk):
+        gidx = data.indices[start : start + chunk]
         batch = data.batch(gidx, ctx.device)
         rows = torch.as_tensor(gidx)
         rot = table.rotations(rows).to(ctx.device, torch.float32)
         shift = table.shift[rows].to(ctx.device) if ctx.cfg.shifts else None
-        loss = pose_losses(ctx, batch, rot[:, None], None if shift is None else shift[:, None])
-        new, better = search.improve(batch, rot, loss[:, 0], shift)
+        new, better = search.improve(batch, rot, shift)
         if better.any():
             table.set_base(rows[better.cpu()], new[better])
     return search.replaced / max(len(data), 1)

@@ -239,7 +239,7 @@ class AmortizedStage(CandidateStage):
             shift = None if s is None else (s[ar, win] if s.shape[1] > 1 else s[:, 0])
             rot = r[ar, win]
             if grid is not None:
-                rot, _ = grid.improve(batch, rot, best, shift)
+                rot, _ = grid.improve(batch, rot, shift)
             idx_all.append(gidx)
             rots.append(rot.cpu())
             wins.append(win.cpu().numpy())
