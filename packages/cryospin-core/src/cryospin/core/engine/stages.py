@@ -234,7 +234,7 @@ class AmortizedStage(CandidateStage):
             batch = data.batch(gidx, ctx.device)
             r, s = self.candidates(ctx, batch)
             per = self.losses(ctx, batch, r, s)
-            best, win = per.min(1)
+            win = per.argmin(1)
             ar = torch.arange(len(win))
             shift = None if s is None else (s[ar, win] if s.shape[1] > 1 else s[:, 0])
             rot = r[ar, win]
