@@ -29,6 +29,11 @@ class Models:
         """Candidates per image: the encoder's heads (1 without an encoder)."""
         return int(self.encoder.n_candidates) if self.encoder is not None else 1
 
+    def volume(self) -> torch.Tensor:
+        """Return the decoder's current map ``(L, L, L)`` (real space, float32, CPU)."""
+        with torch.no_grad():
+            return self.decoder.to_map().detach().float().cpu()
+
     def state_dict(self) -> dict[str, Any]:
         """Return the states of ``decoder``, ``dec_opt``, ``encoder``, ``enc_opt`` (or ``None``)."""
         enc, opt = self.encoder, self.enc_opt

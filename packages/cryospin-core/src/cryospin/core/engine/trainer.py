@@ -95,7 +95,8 @@ class Trainer:
         self.device = self.comm.device(torch.device(auto if cfg.device == "auto" else cfg.device))
         self.on_checkpoint = on_checkpoint
         self._build()
-        evaluation = EpochEvaluation(evaluate, self.comm, self.data, self._volume, self.cfg.shifts)
+        volume = self.models.volume  # not a method of the trainer: no reference cycle
+        evaluation = EpochEvaluation(evaluate, self.comm, self.data, volume, self.cfg.shifts)
         self.epoch_end = EpochEnd(self.cfg, self.comm, self.n_heads, evaluation, self.log)
 
     # ------------------------------------------------------------------ construction
@@ -210,11 +211,6 @@ class Trainer:
             with torch.no_grad():
                 self.particles.rot[rows] = self.table.rotations(rows).to(self.particles.rot.dtype)
 
-    def _volume(self) -> torch.Tensor:
-        """Return the current map ``(L, L, L)`` (real space, float32, CPU)."""
-        with torch.no_grad():
-            return self.models.decoder.to_map().detach().float().cpu()
-
     # ------------------------------------------------------------------ loop
     def _step(self, stage: Any, lidx: np.ndarray, n_global: int | None = None) -> tuple[float, int]:
         """One step on this process's share ``lidx`` (local rows) of a global batch of ``n_global``.
@@ -317,7 +313,7 @@ class Trainer:
         rows, loop = self.particles, self.loop
         winners = final_pass(self.cfg, loop, self.ctx, self.stages, self.data, rows)
         return TrainResult(
-            volume=self._volume(),
+            volume=self.models.volume(),
             indices=self.data.owned_global.copy(),
             rotations=rows.rot.numpy().astype(np.float64),
             shifts_px=rows.shift.numpy().astype(np.float64) if self.cfg.shifts else None,
