@@ -58,14 +58,19 @@ class RowSparseAdam:
         self.exp_avg_sq = torch.zeros_like(param)
         self.steps = torch.zeros(param.shape[0], dtype=torch.int64, device=param.device)
 
+    def _advance(self, rows: torch.Tensor) -> torch.Tensor:
+        """Count a step for ``rows``; return each row's step number ``(B,)`` (bias correction)."""
+        t = self.steps[rows] + 1
+        self.steps[rows] = t
+        return t
+
     @torch.no_grad()
     def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
         """Apply one Adam step to ``param[rows]`` with ``grad`` ``(len(rows), k)``; rows unique."""
         rows = torch.as_tensor(rows, dtype=torch.int64, device=self.param.device)
         b1, b2 = self.betas
         grad = grad.to(self.param.dtype)
-        t = self.steps[rows] + 1
-        self.steps[rows] = t
+        t = self._advance(rows)
         m = self.exp_avg[rows].mul_(b1).add_(grad, alpha=1 - b1)
         v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
         self.exp_avg[rows] = m
@@ -102,7 +107,8 @@ class LazyDenseAdam(RowSparseAdam):
     moments decay (``m <- b1 m``, ``v <- b2 v``) and they still move by
     ``-lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)``. Those skipped steps change nothing
     else, so they are applied together (:meth:`catch_up`) before a row is read for a new gradient
-    (:meth:`step` does it for its rows; call it on any rows read in between). ``steps[i]`` holds
+    (:meth:`step` does it for its rows, then updates them as :class:`RowSparseAdam` with the
+    global step count; call it on any rows read in between). ``steps[i]`` holds
     the global step up to which row ``i`` is current; ``t`` the global step count.
     The sums are cut where the remaining moves fall under ``1e-12`` of the first one:
     ``(b1 / sqrt(b2))^j`` (``ValueError`` if ``b1 >= sqrt(b2)``, where they never fall).
@@ -146,20 +152,12 @@ class LazyDenseAdam(RowSparseAdam):
         self.exp_avg_sq[rows] = self.exp_avg_sq[rows] * b2**kk
         self.steps[rows] = self.t
 
-    @torch.no_grad()
-    def step(self, rows: torch.Tensor, grad: torch.Tensor) -> None:
-        """One global Adam step: ``param[rows]`` with ``grad``, every other row with zero."""
-        rows = torch.as_tensor(rows, dtype=torch.int64, device=self.param.device)
+    def _advance(self, rows: torch.Tensor) -> torch.Tensor:
+        """One global step: ``rows`` caught up first (:meth:`catch_up`), all at step ``t``."""
         self.catch_up(rows)
-        b1, b2 = self.betas
-        grad = grad.to(self.param.dtype)
         self.t += 1
         self.steps[rows] = self.t
-        m = self.exp_avg[rows].mul_(b1).add_(grad, alpha=1 - b1)
-        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
-        denom = v.sqrt() / math.sqrt(1 - b2**self.t) + self.eps
-        self.param[rows] = self.param[rows] - (self.lr / (1 - b1**self.t)) * m / denom
+        return self.steps[rows]
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the global step is the newest row's."""
