@@ -98,8 +98,7 @@ def friedel_weights(mask: torch.Tensor) -> torch.Tensor:
     first = (ky > 0) | ((ky == 0) & (kx > 0))
     dc = (ky == 0) & (kx == 0)
     paired = mask & mate
-    w = torch.where(paired, torch.where(first, 2.0, torch.where(dc, 1.0, 0.0)), mask.float())
-    return w
+    return torch.where(paired, torch.where(first, 2.0, torch.where(dc, 1.0, 0.0)), mask.float())
 
 
 class GridScorer:
@@ -165,8 +164,8 @@ class GridSearch:
         self.ctx = ctx
         self.c = ctx.loss_crop or ctx.box
         self.grid = grid_rotations(g, torch.float32).to(ctx.device)
-        ones = torch.ones(1, self.c, self.c, device=ctx.device)
-        slices = render(ctx.decoder, self.grid[None], ones)[0]  # (G, c, c)
+        self.ones = torch.ones(1, self.c, self.c, device=ctx.device)  # the slices without CTF
+        slices = render(ctx.decoder, self.grid[None], self.ones)[0]  # (G, c, c)
         self.scorer = GridScorer(slices, coarse_crop(ctx, ctx.mask))
         self.basin_deg = basin_angle_deg(g)
         self.replaced = 0
@@ -189,8 +188,7 @@ class GridSearch:
             images = images * phase_ramp(shift_px.to(images.real.dtype) * (c / ctx.box), c).conj()
         ctf = coarse_crop(ctx, batch.ctf)
         best, j = self.scorer.losses(images, ctf).min(1)
-        ones = torch.ones(1, c, c, device=ctx.device)
-        current = render(ctx.decoder, rot[:, None].to(torch.float32), ones)[:, 0]  # (B, c, c)
+        current = render(ctx.decoder, rot[:, None].to(torch.float32), self.ones)[:, 0]  # (B, c, c)
         loss = self.scorer.loss_of(current, images, ctf)
         cand = self.grid[j].to(rot.dtype)
         far = geodesic_distance_deg(cand.double(), rot.double()) > self.basin_deg
