@@ -192,3 +192,40 @@ def test_search_repeats_while_the_mask_grows_until_a_pass_moves_few_particles(
     recs = tr.metrics()
     assert [r["epoch"] for r in recs if "search_time_s" in r] == searched
     assert tr.loop.search_epoch == searched[-1] and 0.0 <= tr.loop.search_moved <= 1.0
+
+
+def test_posterior_scale_is_the_real_space_gaussian_log_likelihood() -> None:
+    """``n l / (2 L^2)`` differences equal ``sum (y - x)^2 / 2`` over real pixels (sigma = 1).
+
+    Parseval with the unnormalised FFT, on the full plane: the independent reference is the
+    Gaussian log-likelihood of the image in real space, float64.
+    """
+    from cryospin.core.engine.pose_search import GridScorer
+    from cryospin.core.fourier import fft2_centered
+
+    L = 12
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(5, L, L, dtype=torch.float64, generator=gen)  # 5 candidate projections
+    y = x[2] + torch.randn(L, L, dtype=torch.float64, generator=gen)  # image: x2 + unit noise
+    mask = torch.ones(L, L, dtype=torch.bool)
+    scorer = GridScorer(fft2_centered(x), mask)
+    losses = scorer.losses(fft2_centered(y)[None], torch.ones(1, L, L, dtype=torch.float64))[0]
+    nats = scorer.n / (2.0 * L**2) * losses
+    reference = 0.5 * ((y[None] - x) ** 2).sum((-2, -1))
+    np.testing.assert_allclose(nats - nats[0], reference - reference[0], rtol=1e-10, atol=1e-9)
+
+
+def test_posterior_draw_follows_the_softmax_of_the_log_likelihood() -> None:
+    from cryospin.core.engine.pose_search import posterior_draw
+
+    torch.manual_seed(0)
+    losses = torch.tensor([[1.0, 2.0, 3.0]]).repeat(40_000, 1)
+    current = torch.full((40_000,), 1.5)
+    take, j = posterior_draw(losses, current, scale=1.0)
+    p = np.exp(-np.array([1.0, 2.0, 3.0, 1.5]))
+    p /= p.sum()
+    freq = np.bincount(np.where(take.numpy(), j.numpy(), 3), minlength=4) / 40_000
+    np.testing.assert_allclose(freq, p, atol=0.01)  # 4 sd of a binomial share at n = 40,000
+    # a sharp posterior draws the best candidate: projection matching's hard assignment
+    take, j = posterior_draw(losses[:100], current[:100], scale=1e4)
+    assert bool(take.all()) and bool((j == 0).all())

@@ -180,6 +180,11 @@ class RunConfig(BaseModel):
         "every particle against this many rotations covering SO(3) and keep the best where it "
         "beats the current pose (engine.pose_search; gaussian loss only); 0: off",
     )
+    search_assign: Literal["best", "posterior"] = Field(
+        "best",
+        description="grid search: take the best grid rotation (projection matching), or draw "
+        "one from each particle's posterior over the grid and its current pose",
+    )
     search_stop: float = Field(
         0.01,
         ge=0,

@@ -152,16 +152,46 @@ class GridScorer:
         return (const[:, 0] + (left * right).sum(-1)) / self.n
 
 
+def posterior_draw(
+    losses: torch.Tensor, current: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw each particle's pose from its posterior over ``G`` grid rotations and its current pose.
+
+    Under the stages' noise model (white Gaussian noise of variance 1 per real-space pixel after
+    :class:`.data.ParticleData` normalises the stack; unnormalised FFT of the ``L x L`` image, so
+    ``E|n_k|^2 = L^2`` per Fourier pixel, Friedel mates not independent) the log-likelihood of a
+    pose with mean masked loss ``l`` over ``n`` mask pixels is ``-n l / (2 L^2)`` plus a constant:
+    ``scale = n / (2 L^2)``. A flat prior over the candidates makes this the posterior, so the draw
+    is broad while the map cannot tell the poses apart and becomes the best candidate as it can
+    (stochastic EM; the hard assignment of projection matching is its zero-temperature limit).
+
+    Args:
+        losses: ``(B, G)`` mean masked losses of each particle at each grid rotation.
+        current: ``(B,)`` the same loss at each particle's current pose.
+        scale: ``n / (2 L^2)`` (above), in nats per unit of loss.
+
+    Returns:
+        ``(take, j)``: ``take (B,)`` bool where grid rotation ``j (B,)`` was drawn rather than
+        the current pose (``j`` is clamped to a valid grid index elsewhere).
+    """
+    logits = -scale * torch.cat([losses, current[:, None]], dim=1).double()
+    pick = torch.multinomial(torch.softmax(logits, dim=1), 1)[:, 0].to(losses.device)
+    g = losses.shape[1]
+    return pick < g, pick.clamp(max=g - 1)
+
+
 class GridSearch:
     """The check of a batch's poses against ``g`` grid rotations (module docstring).
 
     The grid's slices are computed once, on the crop holding the current frequency mask, and
     scored by a :class:`GridScorer`; each :meth:`improve` call scores a batch against all of them
-    and against its current poses with the same weights.
+    and against its current poses with the same weights. ``assign``: ``"best"`` takes the best
+    candidate (projection matching), ``"posterior"`` draws one (:func:`posterior_draw`).
     """
 
-    def __init__(self, ctx: EngineContext, g: int) -> None:
+    def __init__(self, ctx: EngineContext, g: int, assign: str = "best") -> None:
         self.ctx = ctx
+        self.assign = assign
         self.c = ctx.loss_crop or ctx.box
         self.grid = grid_rotations(g, torch.float32).to(ctx.device)
         self.ones = torch.ones(1, self.c, self.c, device=ctx.device)  # the slices without CTF
@@ -187,12 +217,18 @@ class GridSearch:
         if shift_px is not None:  # |CTF s ramp(t) - y| = |CTF s - y conj(ramp(t))|
             images = images * phase_ramp(shift_px.to(images.real.dtype) * (c / ctx.box), c).conj()
         ctf = coarse_crop(ctx, batch.ctf)
-        best, j = self.scorer.losses(images, ctf).min(1)
+        losses = self.scorer.losses(images, ctf)  # (B, G)
         current = render(ctx.decoder, rot[:, None].to(torch.float32), self.ones)[:, 0]  # (B, c, c)
         loss = self.scorer.loss_of(current, images, ctf)
+        if self.assign == "posterior":
+            scale = self.scorer.n / (2.0 * ctx.box**2)
+            take, j = posterior_draw(losses, loss, scale)
+        else:
+            best, j = losses.min(1)
+            take = best < loss
         cand = self.grid[j].to(rot.dtype)
         far = geodesic_distance_deg(cand.double(), rot.double()) > self.basin_deg
-        better = (best < loss) & far.to(best.device)
+        better = take & far.to(take.device)
         self.replaced += int(better.sum())
         out = rot.clone()
         out[better] = cand[better]
@@ -208,7 +244,7 @@ def search_table(ctx: EngineContext, data: Any, batch_size: int, g: int) -> floa
     the current map and frequency mask. Interleaved with the direct stage's local refinement and
     volume updates while the mask grows, this is projection matching, coarse to fine.
     """
-    search = GridSearch(ctx, g)
+    search = GridSearch(ctx, g, ctx.cfg.search_assign)
     table = ctx.table
     chunk = max(batch_size, SEARCH_CHUNK)
     for start in range(0, len(data), chunk):

@@ -227,7 +227,7 @@ class AmortizedStage(CandidateStage):
         encoder.eval()
         from cryospin.core.engine.pose_search import GridSearch
 
-        grid = GridSearch(ctx, search) if search > 0 else None
+        grid = GridSearch(ctx, search, ctx.cfg.search_assign) if search > 0 else None
         idx_all, rots, shifts, wins = [], [], [], []
         for start in range(0, len(data), batch_size):
             gidx = data.indices[start : start + batch_size]
