@@ -20,6 +20,9 @@ Datasets (``--datasets``, default all):
                        viewing directions; ``../shared/data/metadata``) and Gaussian in-plane
                        origins of sigma = 2 px; reconstructed with ``--shifts``
 ``hsp90-20k``          HSP90 at N = 20,000 (the schedule must not depend on N)
+``trpv1``              the TRPV1 channel (C4 tetramer), a 9.8 Å-limited map from cryoJAX's tests
+                       (``../shared/data/real-stacks/trpv1``), uniform poses: added after the
+                       defaults were set, as a molecule they were never tried on
 =====================  ===========================================================================
 
 Each run is a separate process with ``OMP_NUM_THREADS=1`` (``--jobs`` runs at a time; on the 2-core
@@ -85,6 +88,7 @@ DATASETS = {
         Dataset("ribosome", map="maps/ribosome_4ug0_potential_4A.mrc"),
         Dataset("hsp90-real", model="pdb/2cg9.pdb", real_poses=True, shift_sigma_px=2.0),
         Dataset("hsp90-20k", model="pdb/2cg9.pdb", n=20000),
+        Dataset("trpv1", map="real-stacks/trpv1/trpv1_volume.mrc"),
     )
 }
 

@@ -85,15 +85,21 @@ def test_coarse_to_fine_mask_knots() -> None:
     cfg = validate_config({})
     r = resolve_schedule(cfg, 5000, 64)  # 40 amortized + 20 direct epochs
     assert amortized_crop(r, 64) == 32
-    assert r.mask_radius_at(0) == pytest.approx(0.25)  # 8 shells of 32
-    assert r.mask_radius_at(20) == pytest.approx(0.375)
-    assert r.mask_radius_at(40) == pytest.approx(0.5)  # the crop's Nyquist at the switch
+    # the crop's 16 shells, whole from the start to the switch
+    assert [r.mask_radius_at(e) for e in (0, 20, 40)] == pytest.approx([0.5, 0.5, 0.5])
+    assert r.mask_radius_at(47) == pytest.approx(0.75)
     assert r.mask_radius_at(40 + 14) == pytest.approx(1.0)
     assert r.mask_radius_at(59) == pytest.approx(1.0)
-    # at box 32 (the demo) there is no crop and the mask grows 0.5 -> 1 over the amortized stage
+    # at box 32 (the demo) there is no crop: the amortized stage's band is the whole box
     r32 = resolve_schedule(cfg, 5000, 32)
     assert amortized_crop(r32, 32) is None
-    assert [r32.mask_radius_at(e) for e in (0, 40, 59)] == pytest.approx([0.5, 1.0, 1.0])
+    assert [r32.mask_radius_at(e) for e in (0, 40, 59)] == pytest.approx([1.0, 1.0, 1.0])
+    # direct and fully amortized runs start from the same coarse band and grow over 2/3
+    for schedule in ("direct", "amortized"):
+        rs = resolve_schedule(validate_config({"stage_schedule": schedule}), 5000, 64)
+        third = math.ceil(2 * int(rs.epochs or 0) / 3)
+        assert rs.mask_radius_at(0) == pytest.approx(0.5)
+        assert rs.mask_radius_at(third) == pytest.approx(1.0)
     # a user's linear growth is kept
     lin = resolve_schedule(
         validate_config({"mask_radius_start": 0.3, "mask_grow_epochs": 10}), 5000, 64
@@ -132,8 +138,8 @@ def test_a_run_trains_the_amortized_stage_on_the_crop_then_the_full_box(tmp_path
     summary = run_reconstruction(cfg, tmp_path / "run")
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in recs] == ["amortized"] * 2 + ["direct"] * 3
-    # 12 of 24 pixels: 3 shells -> 6 shells over the amortized stage, then to Nyquist
-    assert [r["mask_radius"] for r in recs] == pytest.approx([0.25, 0.375, 0.5, 0.75, 1.0])
+    # 12 of 24 pixels: 6 shells through the amortized stage, then to Nyquist
+    assert [r["mask_radius"] for r in recs] == pytest.approx([0.5, 0.5, 0.5, 0.75, 1.0])
     assert summary["switch_epoch"] == 2
 
 

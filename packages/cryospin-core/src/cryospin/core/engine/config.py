@@ -167,8 +167,8 @@ class RunConfig(BaseModel):
     )
     coarse_to_fine: bool = Field(
         True,
-        description="frequency marching: the mask grows from amortized_box / 4 shells to "
-        "amortized_box / 2 over the amortized stage, then to mask_radius over the first two "
+        description="frequency marching: the mask holds amortized_box / 2 shells through the "
+        "amortized stage, then grows to mask_radius over the first two "
         "thirds of the direct stage (unless mask_radius_start is set)",
     )
     auto_switch: AutoSwitch = Field(default_factory=AutoSwitch)
