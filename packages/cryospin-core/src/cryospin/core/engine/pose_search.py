@@ -17,7 +17,7 @@ that holds the mask; :class:`GridScorer`)::
 over one pixel of each Friedel pair, counted twice (:func:`friedel_weights`): about
 ``1.5 N K G`` multiply-adds (N = 5,000, K = 800, G = 4,096: about 2.5e10, seconds on one CPU
 core), never forming the ``N x G`` rendered images. The search is scored on the mask of the
-first direct epoch at most (the trainer's ``_search_before``). Source: the projection-matching
+first direct epoch at most (:func:`.passes.search_before`). Source: the projection-matching
 search of RELION/cryoSPARC.
 """
 
@@ -123,9 +123,12 @@ class GridScorer:
         self.keep = w > 0
         self.w = w[self.keep].to(slices.real.dtype)  # (K,)
         self.n = float(mask.sum())
-        s = slices[:, self.keep]  # (G, K)
-        power = s.real.square() + s.imag.square()
-        self.design = torch.cat([s.real, s.imag, power], dim=1).T.contiguous()  # (3K, G)
+        self.design = self._right(slices).T.contiguous()  # (3K, G)
+
+    def _right(self, slices: torch.Tensor) -> torch.Tensor:
+        """``(G, 3K)`` slice factors ``[s_re, s_im, |s|^2]`` of slices ``(G, c, c)``."""
+        s = slices[:, self.keep]
+        return torch.cat([s.real, s.imag, s.real.square() + s.imag.square()], dim=1)
 
     def _rows(self, images: torch.Tensor, ctf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 3K)`` left factors and ``(B, 1)`` image terms of a batch."""
@@ -146,10 +149,8 @@ class GridScorer:
         self, slices: torch.Tensor, images: torch.Tensor, ctf: torch.Tensor
     ) -> torch.Tensor:
         """Losses ``(B,)`` of each image against its own slice ``(B, c, c)``, same weights."""
-        s = slices[:, self.keep]
         left, const = self._rows(images, ctf)
-        right = torch.cat([s.real, s.imag, s.real.square() + s.imag.square()], dim=1)
-        return (const[:, 0] + (left * right).sum(-1)) / self.n
+        return (const[:, 0] + (left * self._right(slices)).sum(-1)) / self.n
 
 
 def posterior_draw(
@@ -172,7 +173,7 @@ def posterior_draw(
 
     Returns:
         ``(take, j)``: ``take (B,)`` bool where grid rotation ``j (B,)`` was drawn rather than
-        the current pose (``j`` is clamped to a valid grid index elsewhere).
+        the current pose (where it was not, ``j`` is ``G - 1``, a valid index to ignore).
     """
     logits = -scale * torch.cat([losses, current[:, None]], dim=1).double()
     pick = torch.multinomial(torch.softmax(logits, dim=1), 1)[:, 0].to(losses.device)
@@ -208,9 +209,11 @@ class GridSearch:
 
         A particle takes the best grid rotation where its loss is lower than that of its
         current pose ``rot`` (with shifts ``shift_px`` ``(B, 2)`` pixels of the full box, or
-        ``None``) and it lies farther than :func:`basin_angle_deg` from ``rot`` (a change of
-        basin: nearer moves are local refinement's job, and a coarse grid rotation must not
-        undo it); it keeps ``rot`` otherwise.
+        ``None``); with ``assign = "posterior"``, the grid rotation drawn from its posterior
+        (:func:`posterior_draw`) where the draw is not the current pose. Either way only if it
+        lies farther than :func:`basin_angle_deg` from ``rot`` (a change of basin: nearer moves
+        are local refinement's job, and a coarse grid rotation must not undo it); it keeps
+        ``rot`` otherwise.
         """
         ctx, c = self.ctx, self.c
         images = coarse_crop(ctx, batch.fimages)
