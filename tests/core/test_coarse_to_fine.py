@@ -10,7 +10,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from cryospin.core.engine.config import validate_config
-from cryospin.core.engine.forward import render
+from cryospin.core.engine.forward import candidate_loss, render
 from cryospin.core.engine.schedule import amortized_crop, resolve_schedule
 from cryospin.core.interfaces import Decoder
 from cryospin.decoders.hartley import HartleyDecoder
@@ -44,6 +44,78 @@ def test_hartley_cropped_slices_equal_the_crop_of_full_slices(size: int) -> None
         _crop(full, size).detach().numpy(),
         rtol=0,
         atol=0,
+    )
+
+
+def _disc(c: int, radius: float) -> torch.Tensor:
+    """Boolean ``(c, c)`` disc ``|k| <= radius`` (Fourier pixels), DC at ``c // 2``."""
+    k = torch.arange(c) - c // 2
+    return (k[:, None] ** 2 + k[None, :] ** 2) <= radius**2
+
+
+@pytest.mark.parametrize(
+    ("c", "radius"),
+    [(24, 12.0), (24, 9.5), (16, 7.0), (10, 4.0), (12, 5.5)],  # 12.0 reaches -c/2: asymmetric
+)
+def test_hartley_masked_slices_equal_the_crop_read_at_the_mask(c: int, radius: float) -> None:
+    """The point path (mask pixels and their negatives only) gives the crop's numbers and the
+    same gradients for the rotations and both parameter grids."""
+    torch.manual_seed(2)
+    dec = HartleyDecoder(HartleyDecoder.Config(), 24, 3.0).double()
+    mask = _disc(c, radius)
+    out = []
+    for points in (True, False):
+        dec.zero_grad()
+        rot = _rotations(6, 3).reshape(2, 3, 3, 3).requires_grad_(True)
+        got = dec.masked_slices(rot, mask) if points else dec.slices(rot, c)[..., mask]
+        weights = torch.linspace(-1, 2, int(mask.sum()), dtype=torch.float64)
+        (got.real * weights + got.imag.square()).sum().backward()
+        assert rot.grad is not None and dec.mantissa.grad is not None
+        out.append((got.detach(), rot.grad, dec.mantissa.grad.clone(), dec.exponent.grad.clone()))
+    assert out[0][0].shape == (2, 3, int(mask.sum()))
+    for a, b in zip(out[0], out[1], strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-12 * float(b.abs().max()))
+    # a decoder without the point path (compute the crop, then read it) gives the same numbers
+    dec.supports_points = False
+    np.testing.assert_allclose(
+        Decoder.masked_slices(dec, _rotations(3, 3), mask).detach().numpy(),
+        out[0][0][0].numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
+
+
+def test_masked_slices_reject_bad_masks() -> None:
+    dec = HartleyDecoder(HartleyDecoder.Config(), 16, 3.0)
+    rot = _rotations(1, 0).float()
+    for bad in (_disc(7, 3.0), _disc(18, 3.0), torch.ones(8, 6, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="mask must be|even"):
+            dec.masked_slices(rot, bad)
+    with pytest.raises(ValueError, match="boolean"):
+        dec.masked_slices(rot, _disc(8, 3.0).float())
+
+
+def test_render_on_a_mask_is_the_render_read_at_the_mask() -> None:
+    """CTF product and phase ramp (shift in pixels of the full box) at the mask's pixels."""
+    torch.manual_seed(4)
+    L, c = 24, 14
+    dec = HartleyDecoder(HartleyDecoder.Config(), L, 3.0).double()
+    rot = _rotations(6, 5).reshape(3, 2, 3, 3)
+    ctf = torch.rand(3, c, c, dtype=torch.float64)
+    shifts = torch.randn(3, 2, 2, dtype=torch.float64) * 3
+    mask = _disc(c, 6.0)
+    full = render(dec, rot, ctf, shifts)[..., mask]
+    np.testing.assert_allclose(
+        render(dec, rot, ctf, shifts, mask).detach().numpy(),
+        full.detach().numpy(),
+        rtol=0,
+        atol=1e-12,
+    )
+    obs = torch.randn(3, c, c, dtype=torch.complex128)
+    np.testing.assert_allclose(
+        candidate_loss(render(dec, rot, ctf, shifts, mask), obs[..., mask], None).detach(),
+        candidate_loss(render(dec, rot, ctf, shifts), obs, mask).detach(),
+        rtol=1e-13,
     )
 
 

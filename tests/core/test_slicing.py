@@ -16,7 +16,10 @@ from cryospin.core import so3
 from cryospin.core.fourier import fft2_centered, fft3_centered, ifft2_centered
 from cryospin.core.slicing import (
     extract_central_slices,
+    extract_points,
     insert_central_slices,
+    phase_ramp,
+    phase_ramp_points,
     phase_shift,
     slice_coordinates,
 )
@@ -255,3 +258,52 @@ def test_fractional_shift_moves_gaussian_centre() -> None:
     moved = ifft2_centered(phase_shift(fft2_centered(img), t)).real
     ref = torch.exp(-((x - 1.3) ** 2 + (y + 2.6) ** 2) / (2 * 2.0**2))
     torch.testing.assert_close(moved, ref, atol=1e-8, rtol=0)
+
+
+# ------------------------------------------------------------------------------ chosen points
+@pytest.mark.parametrize("complex_", [False, True])
+def test_extract_points_is_scipy_trilinear_interpolation(complex_: bool) -> None:
+    """Independent reference: scipy's linear ``map_coordinates`` at ``k @ R + D // 2``."""
+    from scipy.ndimage import map_coordinates
+
+    D = 11
+    g = torch.Generator().manual_seed(5)
+    v = torch.randn(D, D, D, dtype=torch.float64, generator=g)
+    if complex_:
+        v = torch.complex(v, torch.randn(D, D, D, dtype=torch.float64, generator=g))
+    rot = _rotations(4, 6)
+    freqs = torch.rand(30, 2, generator=g, dtype=torch.float64) * 8 - 4  # |k| < 4 * sqrt(2)
+    got = extract_points(v, rot, freqs)
+    assert got.shape == (4, 30) and got.dtype == v.dtype
+    k3 = np.concatenate([freqs.numpy(), np.zeros((30, 1))], 1)  # (kx, ky, 0)
+    for b in range(4):
+        xyz = k3 @ rot[b].numpy() + D // 2  # (x, y, z) voxel positions
+        coords = xyz[:, ::-1].T  # [z, y, x] axes of the volume
+        parts = [v.real, v.imag] if complex_ else [v]
+        ref = [map_coordinates(p.numpy(), coords, order=1, mode="grid-constant") for p in parts]
+        expect = ref[0] + 1j * ref[1] if complex_ else ref[0]
+        np.testing.assert_allclose(got[b].numpy(), expect, rtol=0, atol=1e-12)
+
+
+def test_extract_points_equal_slices_at_their_pixels() -> None:
+    D = 17
+    v = torch.randn(D, D, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rot = _rotations(6, 2).reshape(2, 3, 3, 3)
+    L = 12
+    mask = torch.rand(L, L, generator=torch.Generator().manual_seed(3)) < 0.4
+    k = (mask.nonzero() - L // 2).flip(-1)  # (kx, ky) of the pixels, row-major
+    full = extract_central_slices(v, rot, out_box=L)
+    torch.testing.assert_close(extract_points(v, rot, k), full[..., mask], atol=0, rtol=0)
+
+
+def test_phase_ramp_points_equal_phase_ramp_at_their_pixels() -> None:
+    L = 10
+    shifts = torch.randn(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    mask = torch.rand(L, L, generator=torch.Generator().manual_seed(5)) < 0.5
+    k = (mask.nonzero() - L // 2).flip(-1)
+    got = phase_ramp_points(shifts, k, L)
+    assert got.shape == (3, 2, int(mask.sum()))
+    torch.testing.assert_close(got, phase_ramp(shifts, L)[..., mask], atol=1e-15, rtol=0)
+    # the analytic value exp(-2 pi i k.s / L)
+    phase = (shifts[..., None, :] * k.to(torch.float64)).sum(-1) / L
+    torch.testing.assert_close(got, torch.exp(-2j * math.pi * phase), atol=1e-12, rtol=0)

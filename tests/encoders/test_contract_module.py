@@ -144,3 +144,21 @@ def test_candidate_layout_mismatch_detected() -> None:
 
     with pytest.raises(AssertionError, match="disagree"):
         check_decoder(Scrambled, box=16)
+
+
+def test_wrong_point_order_detected() -> None:
+    """A decoder whose own point path returns the mask's pixels column-major is caught."""
+
+    class ColumnMajor(ToyDecoder):
+        supports_points = True
+
+        def forward(self, rotations, mask=None):
+            out = super().forward(rotations)
+            if mask is None:
+                return out
+            lo = self.box // 2 - mask.shape[-1] // 2
+            crop = out[..., lo : lo + mask.shape[-1], lo : lo + mask.shape[-1]]
+            return crop.transpose(-1, -2)[..., mask.T]
+
+    with pytest.raises(AssertionError, match="row-major"):
+        check_decoder(ColumnMajor, box=16)

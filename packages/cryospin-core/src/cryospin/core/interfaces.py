@@ -109,13 +109,48 @@ class Decoder(torch.nn.Module, ABC):
         Raises:
             ValueError: ``size`` is odd or larger than the box.
         """
-        L = self.box
-        if size % 2 or not 0 < size <= L:
-            raise ValueError(f"slice crop must be even and in (0, {L}], got {size}")
+        self._check_crop(size)
         if self.supports_crop:
             return self(rotations, size=size)
-        lo = L // 2 - size // 2
+        lo = self.box // 2 - size // 2
         return self(rotations)[..., lo : lo + size, lo : lo + size]
+
+    def _check_crop(self, size: int) -> None:
+        if size % 2 or not 0 < size <= self.box:
+            raise ValueError(f"slice crop must be even and in (0, {self.box}], got {size}")
+
+    def check_mask(self, mask: torch.Tensor) -> int:
+        """Return the side ``c`` of a boolean ``(c, c)`` crop mask (see :meth:`masked_slices`).
+
+        Raises:
+            ValueError: ``mask`` is not a square boolean array, or ``c`` is odd or larger than
+                the box.
+        """
+        c = mask.shape[-1]
+        if mask.ndim != 2 or mask.shape[0] != c or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a boolean (c, c) array, got {tuple(mask.shape)}")
+        self._check_crop(c)
+        return c
+
+    #: whether :meth:`forward` takes ``mask`` and then computes only the masked pixels
+    supports_points: ClassVar[bool] = False
+
+    def masked_slices(self, rotations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Return :meth:`slices` read at the pixels of ``mask``: ``(..., P)`` complex.
+
+        ``mask`` is a boolean ``(c, c)`` frequency mask of the central crop (``c`` even, at most
+        ``L``; DC at ``c // 2``); the ``P`` values come in row-major order, as
+        ``slices(rotations, c)[..., mask]``. A decoder with :attr:`supports_points` computes only
+        those pixels (``self(rotations, mask=mask)``, which also passes through a
+        DistributedDataParallel wrapper); any other computes the crop and reads it.
+
+        Raises:
+            ValueError: ``mask`` is not square, or its side is odd or larger than the box.
+        """
+        c = self.check_mask(mask)
+        if self.supports_points:
+            return self(rotations, mask=mask)
+        return self.slices(rotations, c)[..., mask]
 
     @abstractmethod
     def to_map(self) -> torch.Tensor:

@@ -16,11 +16,13 @@ Conventions (see :mod:`cryospin.core.interfaces` and :mod:`cryospin.core.fourier
 * **Interpolation.** Trilinear, via ``torch.nn.functional.grid_sample(align_corners=True)``
   with the voxel-index position ``p = k @ R + D // 2`` mapped to ``2 p / (D - 1) - 1``, so that
   integer index ``i`` is exactly voxel ``i`` (DC stays at DC; docs/CONVENTIONS.md item 4). The
-  grid's
-  last axis is ``(x, y, z)`` for a ``[z, y, x]`` volume. Samples outside the grid read zeros
+  grid's last axis is ``(x, y, z)`` for a ``[z, y, x]`` volume. Samples outside the grid read zeros
   (``padding_mode="zeros"``; a point within one voxel of the border interpolates towards 0).
   Linear interpolation in Fourier space is inexact without oversampling (docs/CONVENTIONS.md
   item 6).
+
+:func:`extract_points` and :func:`phase_ramp_points` compute the same values at chosen in-plane
+frequencies only (a frequency mask's pixels), when only those are needed (the training loss).
 
 Everything is batched over rotations, works in float32/float64 on CPU/CUDA, and is differentiable
 with respect to the volume, the slices and the rotations.
@@ -38,11 +40,34 @@ import torch.nn.functional as F
 
 __all__ = [
     "slice_coordinates",
+    "point_coordinates",
     "extract_central_slices",
+    "extract_points",
     "insert_central_slices",
     "phase_ramp",
+    "phase_ramp_points",
     "phase_shift",
 ]
+
+
+def point_coordinates(
+    rotations: torch.Tensor, freqs: torch.Tensor, oversampling: float = 1.0
+) -> torch.Tensor:
+    """Positions ``s * (k @ R)`` of in-plane frequencies ``k = (kx, ky, 0)``, ``(..., P, 3)``.
+
+    Args:
+        rotations: ``(..., 3, 3)`` RELION A matrices.
+        freqs: ``(P, 2)`` in-plane frequencies ``(kx, ky)`` in Fourier pixels relative to DC.
+        oversampling: factor ``s`` applied to the frequencies (Fourier pixels of the volume per
+            Fourier pixel of the slice).
+
+    Returns:
+        ``(..., P, 3)`` positions ``(x, y, z)`` in Fourier pixels relative to DC, in the
+        rotations' dtype.
+    """
+    k2 = freqs.to(dtype=rotations.dtype, device=rotations.device) * oversampling
+    # k @ R with k = (kx, ky, 0): only the first two rows of R contribute.
+    return torch.einsum("pa,...ab->...pb", k2, rotations[..., :2, :])
 
 
 def slice_coordinates(rotations: torch.Tensor, box: int, oversampling: float = 1.0) -> torch.Tensor:
@@ -55,14 +80,14 @@ def slice_coordinates(rotations: torch.Tensor, box: int, oversampling: float = 1
             per Fourier pixel of the slice).
 
     Returns:
-        ``(..., L, L, 3)`` positions in Fourier pixels relative to DC, in the rotations' dtype.
+        ``(..., L, L, 3)`` positions in Fourier pixels relative to DC, in the rotations' dtype
+        (:func:`point_coordinates` of the ``L x L`` grid, row-major).
     """
-    dtype, device = rotations.dtype, rotations.device
-    f = (torch.arange(box, dtype=dtype, device=device) - box // 2) * oversampling
+    f = torch.arange(box, dtype=rotations.dtype, device=rotations.device) - box // 2
     ky, kx = torch.meshgrid(f, f, indexing="ij")
-    k2 = torch.stack([kx, ky], -1)  # (L, L, 2), z component is 0
-    # k @ R with k = (kx, ky, 0): only the first two rows of R contribute.
-    return torch.einsum("ija,...ab->...ijb", k2, rotations[..., :2, :])
+    k2 = torch.stack([kx, ky], -1).reshape(-1, 2)  # (L*L, 2), z component is 0
+    pos = point_coordinates(rotations, k2, oversampling)
+    return pos.reshape(*rotations.shape[:-2], box, box, 3)
 
 
 def _to_channels(volume: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -70,6 +95,36 @@ def _to_channels(volume: torch.Tensor) -> tuple[torch.Tensor, bool]:
     if volume.is_complex():
         return torch.view_as_real(volume).permute(3, 0, 1, 2).unsqueeze(0), True
     return volume.unsqueeze(0).unsqueeze(0), False
+
+
+def _sample(volume: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """Trilinear samples of ``volume`` ``(D, D, D)`` at voxel positions ``pos`` ``(B, H, W, 3)``.
+
+    ``pos`` is ``(x, y, z)`` in voxel indices (DC at ``D // 2``); returns ``(B, H, W)`` with the
+    volume's dtype, zero outside the grid (module docstring, "Interpolation").
+    """
+    D = volume.shape[-1]
+    grid = pos * (2.0 / (D - 1)) - 1.0
+    inp, is_complex = _to_channels(volume)
+    out = F.grid_sample(
+        inp, grid.unsqueeze(0), mode="bilinear", padding_mode="zeros", align_corners=True
+    )[0]  # (C, B, H, W)
+    if is_complex:
+        return torch.view_as_complex(out.permute(1, 2, 3, 0).contiguous())
+    return out[0]
+
+
+def _check_volume(volume: torch.Tensor, rotations: torch.Tensor) -> None:
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise ValueError(f"volume must be (D, D, D), got {tuple(volume.shape)}")
+    if rotations.shape[-2:] != (3, 3):
+        raise ValueError(f"rotations must be (..., 3, 3), got {tuple(rotations.shape)}")
+
+
+def _real_rotations(volume: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, 3)`` rotations on the volume's device, in its real dtype."""
+    real_dtype = volume.real.dtype if volume.is_complex() else volume.dtype
+    return rotations.reshape(-1, 3, 3).to(device=volume.device, dtype=real_dtype)
 
 
 def extract_central_slices(
@@ -92,27 +147,41 @@ def extract_central_slices(
         ``(..., L, L)`` slices ``[ky, kx]`` with the volume's dtype (complex in, complex out).
         For the identity rotation and ``s = 1``, ``out_box = D``, the slice is exactly the
         ``kz = 0`` plane ``volume[D // 2]``.
+
+    Raises:
+        ValueError: ``volume`` is not a cube or ``rotations`` not ``(..., 3, 3)``.
     """
-    if volume.ndim != 3 or len(set(volume.shape)) != 1:
-        raise ValueError(f"volume must be (D, D, D), got {tuple(volume.shape)}")
-    if rotations.shape[-2:] != (3, 3):
-        raise ValueError(f"rotations must be (..., 3, 3), got {tuple(rotations.shape)}")
+    _check_volume(volume, rotations)
     D = volume.shape[-1]
     L = D if out_box is None else out_box
-    real_dtype = volume.real.dtype if volume.is_complex() else volume.dtype
-    batch = rotations.shape[:-2]
-    rot = rotations.reshape(-1, 3, 3).to(device=volume.device, dtype=real_dtype)
+    rot = _real_rotations(volume, rotations)
     pos = slice_coordinates(rot, L, oversampling) + D // 2  # voxel indices, (B, L, L, 3)
-    grid = pos * (2.0 / (D - 1)) - 1.0
-    inp, is_complex = _to_channels(volume)
-    out = F.grid_sample(
-        inp, grid.unsqueeze(0), mode="bilinear", padding_mode="zeros", align_corners=True
-    )[0]  # (C, B, L, L)
-    if is_complex:
-        out = torch.view_as_complex(out.permute(1, 2, 3, 0).contiguous())
-    else:
-        out = out[0]
-    return out.reshape(*batch, L, L)
+    return _sample(volume, pos).reshape(*rotations.shape[:-2], L, L)
+
+
+def extract_points(
+    volume: torch.Tensor, rotations: torch.Tensor, freqs: torch.Tensor
+) -> torch.Tensor:
+    """Sample the central slices at chosen in-plane frequencies only (trilinear, zero outside).
+
+    Equal to :func:`extract_central_slices` read at the pixels of ``freqs``, at the cost of
+    those pixels alone (e.g. the frequency mask's disc, a fraction ``pi / 4`` of its box).
+
+    Args:
+        volume: ``(D, D, D)`` real or complex grid ``[kz, ky, kx]``, DC at ``D // 2``.
+        rotations: ``(..., 3, 3)`` RELION A matrices; samples are at ``k @ R``.
+        freqs: ``(P, 2)`` frequencies ``(kx, ky)`` in Fourier pixels relative to DC.
+
+    Returns:
+        ``(..., P)`` with the volume's dtype.
+
+    Raises:
+        ValueError: ``volume`` is not a cube or ``rotations`` not ``(..., 3, 3)``.
+    """
+    _check_volume(volume, rotations)
+    rot = _real_rotations(volume, rotations)
+    pos = point_coordinates(rot, freqs) + volume.shape[-1] // 2  # (B, P, 3)
+    return _sample(volume, pos[:, :, None]).reshape(*rotations.shape[:-2], freqs.shape[0])
 
 
 def insert_central_slices(
@@ -190,8 +259,27 @@ def phase_ramp(
         shifts_px: ``(..., 2)`` shifts ``(sx, sy)`` in **pixels** (real, any float dtype).
         box: image side ``L``; ``kx = j - L // 2``, ``ky = i - L // 2`` for pixel ``[i, j]``.
     """
-    f = (torch.arange(box, dtype=shifts_px.dtype, device=shifts_px.device) - box // 2) / box
-    phase = shifts_px[..., 0, None, None] * f + shifts_px[..., 1, None, None] * f[:, None]
+    f = torch.arange(box, dtype=shifts_px.dtype, device=shifts_px.device) - box // 2
+    return _ramp(shifts_px, f[None, :], f[:, None], box)
+
+
+def phase_ramp_points(shifts_px: torch.Tensor, freqs: torch.Tensor, box: int) -> torch.Tensor:
+    """:func:`phase_ramp` at chosen frequencies only: ``(..., P)`` complex.
+
+    Args:
+        shifts_px: ``(..., 2)`` shifts ``(sx, sy)`` in pixels.
+        freqs: ``(P, 2)`` frequencies ``(kx, ky)`` in Fourier pixels relative to DC.
+        box: image side ``L`` (the ramp's period).
+    """
+    k = freqs.to(dtype=shifts_px.dtype, device=shifts_px.device)
+    return _ramp(shifts_px, k[:, 0], k[:, 1], box)
+
+
+def _ramp(shifts_px: torch.Tensor, kx: torch.Tensor, ky: torch.Tensor, box: int) -> torch.Tensor:
+    """``exp(-2 pi i (kx sx + ky sy) / L)``, ``kx`` and ``ky`` broadcast to the output's tail."""
+    tail = (None,) * kx.ndim
+    sx, sy = shifts_px[(..., 0, *tail)], shifts_px[(..., 1, *tail)]
+    phase = sx * (kx / box) + sy * (ky / box)
     return torch.polar(torch.ones_like(phase), -2.0 * math.pi * phase)
 
 

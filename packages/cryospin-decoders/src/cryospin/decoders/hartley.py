@@ -119,8 +119,11 @@ class HartleyDecoder(Decoder):
 
     # ------------------------------------------------------------------------------ decoder
     supports_crop = True
+    supports_points = True
 
-    def forward(self, rotations: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    def forward(
+        self, rotations: torch.Tensor, size: int | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Centred complex Fourier slices ``(..., L, L)`` (DC at ``L // 2``) for ``(..., 3, 3)``.
 
         With an even ``size < L`` only the central ``(..., size, size)`` crop is computed: the
@@ -128,7 +131,13 @@ class HartleyDecoder(Decoder):
         turned into Fourier values by the same index reversal, and cropped (DC at
         ``size // 2``): equal to cropping the full slices, at ``(size / L)^2`` of the cost
         (coarse-to-fine training; :meth:`slices` checks ``size``).
+
+        With a boolean ``(c, c)`` ``mask`` (``size`` is then ``c``) only its ``P`` pixels are
+        computed and ``(..., P)`` returned, in row-major order (:meth:`masked_slices` checks
+        ``c``; :meth:`_masked`).
         """
+        if mask is not None:
+            return self._masked(rotations, mask)
         from cryospin.core.slicing import extract_central_slices
 
         L = self.box
@@ -142,6 +151,54 @@ class HartleyDecoder(Decoder):
             lo = L // 2 - n // 2
             f = f * mask[lo : lo + n, lo : lo + n]
         return f.reshape(*batch_shape, n, n)
+
+    def _masked(self, rotations: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Fourier values ``(..., P)`` at the pixels of ``mask`` ``(c, c)`` (DC at ``c // 2``).
+
+        The Hartley samples are interpolated at the mask's frequencies and their negatives (a
+        disc about DC is its own negative but for the ``-c/2`` row and column), and
+        ``F(k) = ((H(k) + H(-k)) - i (H(k) - H(-k))) / 2`` as in :meth:`forward`: equal to
+        ``forward(rotations, size=c)[..., mask]``.
+
+        Raises:
+            ValueError: ``mask`` is not a boolean ``(c, c)`` array with ``c`` even, at most ``L``.
+        """
+        from cryospin.core.slicing import extract_points
+
+        self.check_mask(mask)
+        freqs, at_k = self._mask_points(mask)
+        batch_shape = rotations.shape[:-2]
+        rot = rotations.reshape(-1, 3, 3).to(self.mantissa.dtype)
+        h = extract_points(self.hartley_volume(), rot, freqs)  # (N, U)
+        hm = h.flip(-1)  # H(-k): the point set is its own negative, sorted (see _mask_points)
+        f = torch.complex(0.5 * (h + hm), 0.5 * (hm - h))
+        if at_k is not None:
+            f = f[:, at_k]
+        L, c = self.box, mask.shape[-1]
+        radius = _grid.radius_mask(L, self.mask_radius, 2, dtype=h.dtype, device=h.device)
+        if radius is not None:
+            lo = L // 2 - c // 2
+            f = f * radius[lo : lo + c, lo : lo + c][mask]
+        return f.reshape(*batch_shape, f.shape[-1])
+
+    def _mask_points(self, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(freqs (U, 2) as (kx, ky), positions of the mask's pixels in freqs or None)``.
+
+        ``freqs`` are the mask's frequencies ``k`` and their negatives, sorted by ``(ky, kx)``:
+        the order of a row-major scan, in which negation reverses the order, so ``H(-k)`` is the
+        reversal of the samples. When the mask is its own negative (a disc inside its crop)
+        ``freqs`` are its pixels in row-major order and no positions are needed (``None``).
+        Cached for the last mask (the engine's mask changes once per epoch at most).
+        """
+        cached = getattr(self, "_points_cache", None)
+        if cached is not None and cached[0].shape == mask.shape and torch.equal(cached[0], mask):
+            return cached[1]
+        k = mask.nonzero() - mask.shape[-1] // 2  # (P, 2) as (ky, kx), row-major
+        both, index = torch.unique(torch.cat([k, -k]), dim=0, return_inverse=True)
+        at_k = None if len(both) == len(k) else index[: len(k)]
+        out = (both.flip(-1).to(self.mantissa.dtype), at_k)
+        self._points_cache = (mask.clone(), out)
+        return out
 
     def to_map(self) -> torch.Tensor:
         """Return the real-space map ``(L, L, L)`` ``[z, y, x]`` (inverse centred FFT)."""

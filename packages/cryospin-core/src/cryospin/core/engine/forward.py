@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cryospin.core.fourier import radius_grid
-from cryospin.core.slicing import phase_ramp
+from cryospin.core.slicing import phase_ramp, phase_ramp_points
 
 
 def frequency_mask(
@@ -37,6 +37,7 @@ def render(
     rotations: torch.Tensor,
     ctf: torch.Tensor,
     shifts_px: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Predicted image transforms ``(B, M, c, c)`` for rotations ``(B, M, 3, 3)``.
 
@@ -46,30 +47,67 @@ def render(
     (:meth:`cryospin.core.interfaces.Decoder.slices`). ``shifts_px``
     ``(B, M, 2)`` or ``(B, 1, 2)`` (pixels of the full box) or ``None``; the phase ramp of the
     crop is the crop of the full box's ramp.
+
+    With a boolean ``(c, c)`` ``mask`` only its ``P`` pixels are predicted, ``(B, M, P)`` in
+    row-major order: ``render(...)[..., mask]``, computed on those pixels alone when the decoder
+    ``supports_points`` (:meth:`cryospin.core.interfaces.Decoder.masked_slices`).
     """
     b, m = rotations.shape[:2]
     inner: Any = getattr(decoder, "module", decoder)  # a DistributedDataParallel wrapper's
     c, full = ctf.shape[-1], int(inner.box)
     rot = rotations.reshape(b * m, 3, 3)
-    if c == full:
+    if mask is not None and inner.supports_points:  # through the wrapper (DDP, see below)
+        flat = decoder(rot, mask=mask)
+    elif c == full:
         flat = decoder(rot)
     elif inner.supports_crop:  # through the wrapper: DDP syncs gradients only on its forward
         flat = decoder(rot, size=c)
     else:
         lo = full // 2 - c // 2
         flat = decoder(rot)[..., lo : lo + c, lo : lo + c]
-    slices = flat.reshape(b, m, c, c)
-    pred = slices * ctf[:, None].to(slices.real.dtype)
+    if mask is not None and not inner.supports_points:
+        flat = pixels(flat, mask)
+    tail = (c, c) if mask is None else (flat.shape[-1],)
+    pred = flat.reshape(b, m, *tail) * pixels(ctf, mask)[:, None].to(flat.real.dtype)
     if shifts_px is not None:
-        pred = pred * phase_ramp(shifts_px.to(slices.real.dtype) * (c / full), c)
+        shifts = shifts_px.to(flat.real.dtype) * (c / full)
+        if mask is None:
+            pred = pred * phase_ramp(shifts, c)
+        else:
+            pred = pred * phase_ramp_points(shifts, _mask_freqs(mask), c)
     return pred
 
 
+def pixels(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Return ``x[..., mask]``, the pixels ``(..., P)`` of ``x`` ``(..., c, c)`` in a mask.
+
+    ``mask`` is boolean ``(c, c)``; pixels come in row-major order (read by ``index_select``,
+    faster than boolean indexing). Without a mask, ``x`` itself.
+    """
+    if mask is None:
+        return x
+    return x.flatten(-2).index_select(-1, mask.flatten().nonzero().squeeze(1))
+
+
+def _mask_freqs(mask: torch.Tensor) -> torch.Tensor:
+    """Frequencies ``(kx, ky)`` ``(P, 2)`` of ``mask``'s pixels (DC at ``c // 2``), row-major."""
+    return (mask.nonzero() - mask.shape[-1] // 2).flip(-1)
+
+
 def candidate_loss(
-    pred: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor, kind: str = "gaussian"
+    pred: torch.Tensor,
+    obs: torch.Tensor,
+    mask: torch.Tensor | None,
+    kind: str = "gaussian",
 ) -> torch.Tensor:
-    """Loss per candidate ``(B, M)`` between ``pred (B, M, L, L)`` and ``obs (B, L, L)``."""
-    diff = (pred - obs[:, None])[..., mask]
+    """Loss per candidate ``(B, M)`` between ``pred (B, M, L, L)`` and ``obs (B, L, L)``.
+
+    With ``mask=None`` both are already read at the mask's pixels: ``pred (B, M, P)`` and
+    ``obs (B, P)`` (:func:`render` with a mask).
+    """
+    diff = pred - obs[:, None]
+    if mask is not None:
+        diff = diff[..., mask]
     if kind == "l1":
         per = diff.real.abs() + diff.imag.abs()
     else:

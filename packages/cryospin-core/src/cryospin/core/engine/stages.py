@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from cryospin.core.engine.data import Batch, ParticleData
-from cryospin.core.engine.forward import candidate_loss, render, winner_takes_all
+from cryospin.core.engine.forward import candidate_loss, pixels, render, winner_takes_all
 from cryospin.core.engine.pose_table import PoseTable
 from cryospin.core.errors import ConfigError
 from cryospin.core.fourier import fourier_crop
@@ -123,12 +123,14 @@ def pose_losses(
     """Losses ``(B, M)`` of rotations ``(B, M, 3, 3)`` (shifts ``(B, M|1, 2)`` px or ``None``).
 
     The forward model and loss of every stage (:func:`.forward.render`,
-    :func:`.forward.candidate_loss`), on the crop holding the frequency mask
-    (:func:`coarse_crop`).
+    :func:`.forward.candidate_loss`), on the pixels of the frequency mask only: slices are
+    computed on the crop holding it (:func:`coarse_crop`), and on its pixels alone by a decoder
+    that ``supports_points``.
     """
-    pred = render(ctx.decoder, rots, coarse_crop(ctx, batch.ctf), shifts)
-    obs = coarse_crop(ctx, batch.fimages)
-    return candidate_loss(pred, obs, coarse_crop(ctx, ctx.mask), ctx.cfg.loss)
+    mask = coarse_crop(ctx, ctx.mask)
+    pred = render(ctx.decoder, rots, coarse_crop(ctx, batch.ctf), shifts, mask)
+    obs = pixels(coarse_crop(ctx, batch.fimages), mask)
+    return candidate_loss(pred, obs, None, ctx.cfg.loss)
 
 
 def encoder_images(ctx: EngineContext, batch: Batch) -> torch.Tensor:

@@ -30,6 +30,9 @@ The rules (see :mod:`cryospin.core.interfaces` for the conventions):
   volume) and, for a real map, slices are Hermitian about ``L//2``
   (``F[(2c-i) % L, (2c-j) % L] = conj F[i, j]`` for ``i, j >= 1``). ``to_map()`` is a finite real
   ``(L, L, L)`` tensor.
+* **Decoder crops**: ``slices(R, c)`` is the central ``c x c`` crop of the slices and
+  ``masked_slices(R, mask)`` that crop read at the mask's pixels in row-major order, whether
+  the decoder computes them itself (``supports_crop``, ``supports_points``) or not.
 * **dtype and device follow the parameters**: after ``module.to(torch.float64)`` (and to
   ``device``), outputs are float64 (decoder slices complex128) on that device.
 * **Gradients**: the backward pass of a scalar loss of the outputs gives every trainable
@@ -49,6 +52,7 @@ from cryospin.core.testing._common import check_config
 from cryospin.core.testing.decoders import (
     check_decoder,
     check_decoder_construction,
+    check_decoder_crops,
     check_decoder_determinism,
     check_decoder_dtype,
     check_decoder_gradients,
@@ -66,6 +70,7 @@ from cryospin.core.testing.encoders import (
 __all__ = [
     "check_config",
     "check_decoder",
+    "check_decoder_crops",
     "check_encoder",
     "decoder_contract_tests",
     "encoder_contract_tests",
@@ -118,6 +123,7 @@ def decoder_contract_tests(cls: type, **kwargs: Any) -> type:
             "config": partial(check_config, cls),
             "construction": partial(check_decoder_construction, cls, **base),
             "outputs": partial(check_decoder_outputs, cls, hermitian=herm, **kw),
+            "crops": partial(check_decoder_crops, cls, **kw),
             "dtype": partial(check_decoder_dtype, cls, **kw),
             "gradients": partial(check_decoder_gradients, cls, **kw),
             "determinism": partial(check_decoder_determinism, cls, **kw),

@@ -160,6 +160,42 @@ def check_decoder_determinism(
     assert torch.equal(v1, v2), f"{name}: to_map() differs under the same seed"
 
 
+def check_decoder_crops(
+    cls: type,
+    box: int = 32,
+    pixel_size_A: float = 4.0,
+    config: ComponentConfig | None = None,
+    batch: int = 3,
+    device: str | torch.device = "cpu",
+    rtol: float = 1e-4,
+) -> None:
+    """``slices(R, c)`` is the central crop of the slices, ``masked_slices(R, mask)`` that crop
+    read at a disc's pixels (row-major), whatever ``supports_crop`` and ``supports_points`` say.
+    """
+    name = name_of(cls)
+    dev = torch.device(device)
+    dec = make(cls, config, box, pixel_size_A).to(dev).eval()
+    rot = random_rotations(batch, generator=torch.Generator().manual_seed(8)).to(dev)
+    c = box // 2 + (box // 2) % 2
+    lo = box // 2 - c // 2
+    k = torch.arange(c, device=dev) - c // 2
+    mask = k[:, None] ** 2 + k[None, :] ** 2 <= (c // 2) ** 2  # reaches -c/2: not its own negative
+    with torch.no_grad():
+        full = dec(rot)[..., lo : lo + c, lo : lo + c]
+        crop = dec.slices(rot, c)
+        points = dec.masked_slices(rot, mask)
+    scale = full.abs().max().item() + 1e-12
+    _check_slices(name, crop, (batch, c, c), full.dtype, dev)
+    err = (crop - full).abs().max().item() / scale
+    assert err < rtol, f"{name}.slices(R, {c}) is not the central crop of the slices ({err:.3g})"
+    _check_slices(name, points, (batch, int(mask.sum())), full.dtype, dev)
+    err = (points - full[..., mask]).abs().max().item() / scale
+    assert err < rtol, (
+        f"{name}.masked_slices(R, mask) is not the crop read at the mask's pixels, row-major "
+        f"({err:.3g})"
+    )
+
+
 def check_decoder(
     cls: type,
     box: int = 32,
@@ -169,11 +205,13 @@ def check_decoder(
     device: str | torch.device = "cpu",
     hermitian: bool = True,
 ) -> None:
-    """Run every decoder rule (config, construction, outputs, dtype, gradients, determinism)."""
+    """Run every decoder rule (config, construction, outputs, crops, dtype, gradients,
+    determinism)."""
     check_config(cls)
     kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)
     check_decoder_construction(cls, **kw)
     check_decoder_outputs(cls, batch=batch, device=device, hermitian=hermitian, **kw)
+    check_decoder_crops(cls, batch=batch, device=device, **kw)
     check_decoder_dtype(cls, batch=batch, device=device, **kw)
     check_decoder_gradients(cls, batch=batch, device=device, **kw)
     check_decoder_determinism(cls, batch=batch, device=device, **kw)
