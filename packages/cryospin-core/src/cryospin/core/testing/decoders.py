@@ -169,8 +169,11 @@ def check_decoder_crops(
     device: str | torch.device = "cpu",
     rtol: float = 1e-4,
 ) -> None:
-    """``slices(R, c)`` is the central crop of the slices, ``masked_slices(R, mask)`` that crop
-    read at a disc's pixels (row-major), whatever ``supports_crop`` and ``supports_points`` say.
+    """Check ``slices(R, c)`` and ``masked_slices(R, mask)`` against the full slices.
+
+    ``slices(R, c)`` must be the central ``c x c`` crop of ``forward(R)``, and
+    ``masked_slices(R, mask)`` that crop read at a disc's pixels (row-major), whatever
+    ``supports_crop`` and ``supports_points`` say.
     """
     name = name_of(cls)
     dev = torch.device(device)
@@ -205,8 +208,10 @@ def check_decoder(
     device: str | torch.device = "cpu",
     hermitian: bool = True,
 ) -> None:
-    """Run every decoder rule (config, construction, outputs, crops, dtype, gradients,
-    determinism)."""
+    """Run every decoder rule.
+
+    Config, construction, outputs, crops, dtype, gradients and determinism, in that order.
+    """
     check_config(cls)
     kw: dict[str, Any] = dict(box=box, pixel_size_A=pixel_size_A, config=config)
     check_decoder_construction(cls, **kw)
