@@ -41,6 +41,7 @@ import torch.nn.functional as F
 __all__ = [
     "slice_coordinates",
     "point_coordinates",
+    "mask_frequencies",
     "extract_central_slices",
     "extract_points",
     "insert_central_slices",
@@ -68,6 +69,15 @@ def point_coordinates(
     k2 = freqs.to(dtype=rotations.dtype, device=rotations.device) * oversampling
     # k @ R with k = (kx, ky, 0): only the first two rows of R contribute.
     return torch.einsum("pa,...ab->...pb", k2, rotations[..., :2, :])
+
+
+def mask_frequencies(mask: torch.Tensor) -> torch.Tensor:
+    """Frequencies ``(kx, ky)`` of a boolean ``(c, c)`` mask's pixels, ``(P, 2)`` integer.
+
+    ``mask`` is indexed ``[ky, kx]`` with DC at ``c // 2`` (the slice layout above); the pixels
+    come in row-major order, the order of ``x[..., mask]``.
+    """
+    return (mask.nonzero() - mask.shape[-1] // 2).flip(-1)
 
 
 def slice_coordinates(rotations: torch.Tensor, box: int, oversampling: float = 1.0) -> torch.Tensor:

@@ -190,10 +190,12 @@ class HartleyDecoder(Decoder):
         ``freqs`` are its pixels in row-major order and no positions are needed (``None``).
         Cached for the last mask (the engine's mask changes once per epoch at most).
         """
+        from cryospin.core.slicing import mask_frequencies
+
         cached = getattr(self, "_points_cache", None)
-        if cached is not None and cached[0].shape == mask.shape and torch.equal(cached[0], mask):
+        if cached is not None and torch.equal(cached[0], mask):  # False for another shape
             return cached[1]
-        k = mask.nonzero() - mask.shape[-1] // 2  # (P, 2) as (ky, kx), row-major
+        k = mask_frequencies(mask).flip(-1)  # (P, 2) as (ky, kx): sorted, row-major
         both, index = torch.unique(torch.cat([k, -k]), dim=0, return_inverse=True)
         at_k = None if len(both) == len(k) else index[: len(k)]
         out = (both.flip(-1).to(self.mantissa.dtype), at_k)

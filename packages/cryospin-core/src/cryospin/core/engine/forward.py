@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cryospin.core.fourier import radius_grid
-from cryospin.core.slicing import phase_ramp, phase_ramp_points
+from cryospin.core.slicing import mask_frequencies, phase_ramp, phase_ramp_points
 
 
 def frequency_mask(
@@ -74,7 +74,7 @@ def render(
         if mask is None:
             pred = pred * phase_ramp(shifts, c)
         else:
-            pred = pred * phase_ramp_points(shifts, _mask_freqs(mask), c)
+            pred = pred * phase_ramp_points(shifts, mask_frequencies(mask), c)
     return pred
 
 
@@ -87,11 +87,6 @@ def pixels(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return x
     return x.flatten(-2).index_select(-1, mask.flatten().nonzero().squeeze(1))
-
-
-def _mask_freqs(mask: torch.Tensor) -> torch.Tensor:
-    """Frequencies ``(kx, ky)`` ``(P, 2)`` of ``mask``'s pixels (DC at ``c // 2``), row-major."""
-    return (mask.nonzero() - mask.shape[-1] // 2).flip(-1)
 
 
 def candidate_loss(
